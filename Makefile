@@ -1,0 +1,49 @@
+# streamrec: `make demo` and `make test` bootstrap themselves (.venv, project, Redis binary).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test unit integration demo lint typecheck stack-up stack-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml infra/ensure-redis.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	bash infra/ensure-redis.sh $(PY)
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the project (idempotent)
+
+test: $(STAMP) ## unit + integration + e2e tests (starts its own broker and Redis)
+	$(PY) -m pytest -q tests
+
+unit: $(STAMP) ## unit tests only (no services)
+	$(PY) -m pytest -q tests/unit
+
+integration: $(STAMP) ## integration and e2e tests (real Tansu broker + redis-server)
+	$(PY) -m pytest -q tests/integration tests/e2e
+
+demo: $(STAMP) ## embedded stack + worker + MovieLens replay with live recommendations
+	$(VENV)/bin/streamrec demo
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP) ## mypy --strict on the packages
+	$(VENV)/bin/mypy
+
+stack-up: $(STAMP) ## start the embedded broker (9092) and Redis (6379) in .run/stack
+	$(VENV)/bin/streamrec stack up
+
+stack-down: $(STAMP) ## stop the embedded stack
+	$(VENV)/bin/streamrec stack down
+
+clean: ## remove .venv and run folders
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,71 @@
+"""Recommendation message v1 (contract): the wire format of the ``recommendations`` topic."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from serving.ranking import Reason, Scored
+
+REASON_KINDS = ("markov", "sequence", "trending", "popular")
+
+
+def _reason(reason: Reason, ids: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": reason.kind}
+    if reason.after is not None:
+        out["after"] = ids[reason.after]
+    if reason.p is not None:
+        out["p"] = round(reason.p, 6)
+    if reason.score is not None:
+        out["score"] = round(reason.score, 6)
+    return out
+
+
+def recommendation(user_id: str, items: Sequence[Scored], ids: Sequence[str],
+                   model_version: str, trigger_event_id: str | None, trigger_ts: int | None,
+                   generated_at: int) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "generated_at": generated_at,
+        "model_version": model_version,
+        "trigger": {"event_id": trigger_event_id, "ts": trigger_ts},
+        "items": [
+            {"item_id": ids[s.item], "score": round(s.score, 6),
+             "reasons": [_reason(r, ids) for r in s.reasons]}
+            for s in items
+        ],
+    }
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return orjson.dumps(message)
+
+
+def validate(message: Any) -> list[str]:
+    """Problems with a v1 message (empty list when valid); for consumers and tests."""
+    problems: list[str] = []
+    if not isinstance(message, dict):
+        return ["not an object"]
+    for key, kind in (("user_id", str), ("generated_at", int), ("model_version", str),
+                      ("trigger", dict), ("items", list)):
+        if not isinstance(message.get(key), kind):
+            problems.append(f"field '{key}': expected {kind.__name__}")
+    for i, item in enumerate(message.get("items") or []):
+        if not isinstance(item, dict) or not isinstance(item.get("item_id"), str):
+            problems.append(f"items[{i}].item_id: expected string")
+            continue
+        if not isinstance(item.get("score"), int | float):
+            problems.append(f"items[{i}].score: expected number")
+        reasons = item.get("reasons")
+        if not isinstance(reasons, list) or not reasons:
+            problems.append(f"items[{i}].reasons: expected a non-empty list")
+            continue
+        for r in reasons:
+            if not isinstance(r, dict) or r.get("kind") not in REASON_KINDS:
+                problems.append(f"items[{i}].reasons: unknown kind {r!r}")
+    scores = [it.get("score", 0) for it in message.get("items") or [] if isinstance(it, dict)]
+    if any(a < b for a, b in zip(scores, scores[1:], strict=False)):
+        problems.append("items: not ordered best first")
+    return problems

@@ -1,0 +1,59 @@
+"""Reads serving state for a batch of users in one Redis round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from redis.asyncio import Redis
+
+from serving.ranking import MarkovRow, UserState
+from streamrec.keys import Keys
+
+_SCRIPT = resources.files("serving").joinpath("read_state.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    n_items: int
+    popular: list[tuple[int, float]]
+    blocked: frozenset[int]
+    users: list[UserState]
+
+
+def _pairs(flat: Sequence[Any]) -> list[tuple[int, float]]:
+    return [(int(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
+def decode_sequence(packed: bytes) -> list[int]:
+    return np.frombuffer(packed, dtype="<u4").astype(int).tolist() if packed else []
+
+
+def parse_snapshot(user_ids: Sequence[str], raw: Sequence[Any]) -> Snapshot:
+    users = []
+    for user_id, (seq, bought, rows_flat) in zip(user_ids, raw[3:], strict=True):
+        rows = [MarkovRow(int(rows_flat[i]), float(rows_flat[i + 1]), _pairs(rows_flat[i + 2]))
+                for i in range(0, len(rows_flat), 3)]
+        users.append(UserState(user_id=user_id, sequence=decode_sequence(seq),
+                               bought=frozenset(int(b) for b in bought), rows=rows))
+    return Snapshot(n_items=int(raw[0]), popular=_pairs(raw[1]),
+                    blocked=frozenset(int(b) for b in raw[2]), users=users)
+
+
+class ServingStateReader:
+    def __init__(self, redis: Redis, keys: Keys, history: int, row_size: int,
+                 popular: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._history = history
+        self._row_size = row_size
+        self._popular = popular
+        self._script = redis.register_script(_SCRIPT)
+
+    async def read(self, user_ids: Sequence[str]) -> Snapshot:
+        raw = await self._script(args=[self._keys.prefix, self._history, self._row_size,
+                                       self._popular, *user_ids])
+        return parse_snapshot(user_ids, raw)

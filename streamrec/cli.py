@@ -1,0 +1,138 @@
+"""The ``streamrec`` command line. The only place that prints to users."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from streamrec import logs
+from streamrec.errors import StreamrecError
+from streamrec.settings import Settings, get_settings
+
+
+def _stack(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.stack import Stack  # noqa: PLC0415
+
+    password = settings.redis.password.get_secret_value() if settings.redis.password else None
+    stack = Stack(Path(args.dir), redis_password=password)
+    if args.action == "up":
+        stack.up(kafka_port=args.kafka_port, redis_port=args.redis_port)
+    elif args.action == "down":
+        stopped = stack.down()
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return 0
+    services = stack.status()
+    for service in services:
+        print(service.describe())
+    if args.action == "up":
+        kafka, redis = services
+        print(f"export STREAMREC_KAFKA__BOOTSTRAP=127.0.0.1:{kafka.port}")
+        print(f"export STREAMREC_REDIS__URL=redis://127.0.0.1:{redis.port}/0")
+    return 0 if all(s.answering for s in services) else 1
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.worker import run_worker  # noqa: PLC0415
+
+    run_worker(settings, ready_file=Path(args.ready_file) if args.ready_file else None)
+    return 0
+
+
+def _state(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.dump import dump_state  # noqa: PLC0415
+
+    text = asyncio.run(dump_state(settings))
+    if args.out:
+        Path(args.out).write_bytes(text)
+    else:
+        sys.stdout.write(text.decode() + "\n")
+    return 0
+
+
+def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.replay import produce_file  # noqa: PLC0415
+
+    count = asyncio.run(produce_file(settings, args.file, args.format, limit=args.limit,
+                                     rate=args.rate, progress=not args.quiet))
+    print(f"published {count} events")
+    return 0
+
+
+def _tail(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.tail import tail  # noqa: PLC0415
+
+    topic = args.topic or settings.topics.recommendations
+    asyncio.run(tail(settings, topic, titles=args.titles, limit=args.limit,
+                     from_beginning=args.from_beginning, idle_exit_s=args.idle_exit))
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.demo import run_demo  # noqa: PLC0415
+
+    return run_demo(users=args.users, timeout_s=args.timeout, rate=args.rate,
+                    offline=args.offline)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamrec", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="embedded local Kafka-compatible broker + Redis")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--kafka-port", type=int, default=9092)
+    stack.add_argument("--redis-port", type=int, default=6379)
+    stack.add_argument("--dir", default=".run/stack", help="run folder (pid files, logs)")
+    stack.set_defaults(func=_stack)
+
+    worker = sub.add_parser("worker", help="run the ingest, state and serving agents")
+    worker.add_argument("--ready-file", help="write this file once the worker is ready")
+    worker.set_defaults(func=_worker)
+
+    state = sub.add_parser("state", help="inspect the online state")
+    state.add_argument("action", choices=["dump"])
+    state.add_argument("--out", help="write the JSON here instead of stdout")
+    state.set_defaults(func=_state)
+
+    produce = sub.add_parser("produce", help="replay a data set as events, in time order")
+    produce.add_argument("file", help="data file (ml-100k.inter, Video.txt) or 'synthetic'")
+    produce.add_argument("--format", choices=["ml100k", "seq", "synthetic"], required=True)
+    produce.add_argument("--limit", type=int, help="publish at most N events")
+    produce.add_argument("--rate", type=float, help="events per second (default: unthrottled)")
+    produce.add_argument("--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(func=_produce)
+
+    tail_p = sub.add_parser("tail", help="print recommendations (or any topic) as they arrive")
+    tail_p.add_argument("topic", nargs="?", help="topic (default: recommendations)")
+    tail_p.add_argument("--titles", help="item titles file (ml-100k.item) for readable output")
+    tail_p.add_argument("--limit", type=int, help="stop after N messages")
+    tail_p.add_argument("--from-beginning", action="store_true")
+    tail_p.add_argument("--idle-exit", type=float, help="stop after this many idle seconds")
+    tail_p.set_defaults(func=_tail)
+
+    demo = sub.add_parser("demo", help="embedded stack + worker + MovieLens replay, live output")
+    demo.add_argument("--users", type=int, default=100, help="stop after this many users")
+    demo.add_argument("--timeout", type=float, default=280.0, help="stop after this many s")
+    demo.add_argument("--rate", type=float, default=500.0, help="events per second")
+    demo.add_argument("--offline", action="store_true", help="never download data")
+    demo.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    try:
+        return int(args.func(args, settings))
+    except StreamrecError as exc:
+        print(f"streamrec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

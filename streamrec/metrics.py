@@ -1,0 +1,47 @@
+"""Prometheus metrics of the worker process (contract: ``streamrec_`` prefix, units in names).
+
+No user or item ids in labels.
+"""
+
+from __future__ import annotations
+
+from streamrec.errors import StreamrecError
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    2.5, 5.0, 10.0)
+
+EVENTS = Counter("streamrec_events_total", "Events by type and outcome "
+                 "(accepted, invalid at ingest; applied, duplicate, below_watermark, late at "
+                 "state)", ["type", "outcome"])
+DLQ = Counter("streamrec_dlq_total", "Messages sent to the dead-letter topic", ["reason"])
+LATE = Counter("streamrec_late_events_total", "Events older than allowed_lateness")
+DUPLICATES = Counter("streamrec_duplicate_events_total",
+                     "Events skipped as duplicates (event_id seen or offset below watermark)")
+STATE_BATCH_SECONDS = Histogram("streamrec_state_batch_seconds",
+                                "Time to apply one state batch", buckets=_LATENCY_BUCKETS)
+STATE_BATCH_EVENTS = Histogram("streamrec_state_batch_events", "Events per state batch",
+                               buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000))
+REDIS_SECONDS = Histogram("streamrec_redis_seconds", "Redis round trips by operation", ["op"],
+                          buckets=_LATENCY_BUCKETS)
+REDIS_UP = Gauge("streamrec_redis_up", "1 when the last Redis call succeeded")
+FRESHNESS_SECONDS = Histogram(
+    "streamrec_event_to_recommendation_seconds",
+    "Input event published (its Kafka timestamp) to recommendation published",
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0))
+RECOMMEND_SECONDS = Histogram("streamrec_recommend_seconds",
+                              "Time to compute one batch of recommendations",
+                              buckets=_LATENCY_BUCKETS)
+RECOMMENDATIONS = Counter("streamrec_recommendations_total", "Recommendation lists published")
+WORKER_READY = Gauge("streamrec_worker_ready", "1 once the worker has joined its group")
+
+
+def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104
+    """Start the /metrics endpoint unless port is 0."""
+    if not port:
+        return
+    try:
+        start_http_server(port, addr=addr)
+    except OSError as exc:
+        raise StreamrecError(f"metrics: cannot serve /metrics on port {port} ({exc.strerror}); "
+                             "set STREAMREC_METRICS__PORT to a free port or 0") from None

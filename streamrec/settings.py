@@ -1,0 +1,108 @@
+"""The one settings class. Environment prefix ``STREAMREC_``, nesting with ``__``.
+
+Example: ``STREAMREC_KAFKA__BOOTSTRAP=127.0.0.1:9092``, ``STREAMREC_REDIS__URL=redis://...``.
+Secrets are ``SecretStr`` and never appear in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    partitions: int = Field(default=4, ge=1, description="partitions of topics created on start")
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    username: str | None = None
+    password: SecretStr | None = None
+    prefix: str = "sr:"
+
+
+class TopicSettings(BaseModel):
+    view: str = "events.view"
+    click: str = "events.click"
+    purchase: str = "events.purchase"
+    dlq: str = "events.dlq"
+    events: str = "streamrec.events"
+    user_updates: str = "streamrec.user-updates"
+    recommendations: str = "recommendations"
+    model_updates: str = "streamrec.model-updates"
+
+
+class EventWeights(BaseModel):
+    view: float = Field(default=1.0, gt=0)
+    click: float = Field(default=2.0, gt=0)
+    purchase: float = Field(default=4.0, gt=0)
+
+
+class StateSettings(BaseModel):
+    weights: EventWeights = EventWeights()
+    sequence_length: int = Field(default=50, ge=1, description="L: recent items kept per user")
+    markov_row_size: int = Field(default=100, ge=1, description="K: successors kept per Markov row")
+    popularity_half_life_s: float = Field(
+        default=7 * 86400.0, ge=0, description="event-time half-life of popularity; 0 = no decay"
+    )
+    dedupe_ttl_s: float = Field(default=86400.0, ge=0, description="event_id dedupe window; 0 off")
+    allowed_lateness_s: float = Field(
+        default=3600.0, description="older than the user's last event by more: late; <0 off"
+    )
+    batch_size: int = Field(default=2000, ge=1, description="events per stream.take batch")
+    batch_within_s: float = Field(default=0.005, gt=0, description="max wait to fill a batch")
+
+
+class ServingSettings(BaseModel):
+    top_n: int = Field(default=10, ge=1)
+    markov_history: int = Field(default=3, ge=1, description="m: last items whose rows are read")
+    markov_recency_decay: float = Field(default=0.5, gt=0, le=1)
+    markov_smoothing: float = Field(default=0.1, ge=0, description="additive smoothing alpha")
+    exclude_recent: int = Field(default=3, ge=0, description="last items seen never recommended")
+    exclude_purchased: bool = True
+    batch_size: int = Field(default=500, ge=1)
+    batch_within_s: float = Field(default=0.005, gt=0)
+
+
+class MetricsSettings(BaseModel):
+    port: int = Field(default=9464, ge=0, le=65535, description="/metrics port; 0 disables")
+
+
+class WorkerSettings(BaseModel):
+    app_id: str = "streamrec"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    rebalance_timeout_s: float = 5.0
+    session_timeout_s: float = 10.0
+    data_dir: str = ".run/faust"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMREC_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    topics: TopicSettings = TopicSettings()
+    state: StateSettings = StateSettings()
+    serving: ServingSettings = ServingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    worker: WorkerSettings = WorkerSettings()
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process from the environment."""
+    return Settings()

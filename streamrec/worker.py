@@ -1,0 +1,118 @@
+"""The one place that wires the worker process: settings -> clients -> Faust app -> agents."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import EventT, StreamT
+
+from serving.agent import serve
+from serving.catalog import ItemCatalog
+from serving.recommender import Recommender
+from serving.state_reader import ServingStateReader
+from streamrec import metrics
+from streamrec.faust_transport import App
+from streamrec.clients import kafka_ssl_context, redis_client
+from streamrec.keys import Keys
+from streamrec.settings import Settings
+from streamrec.topics import ensure_topics
+from streams.agents import apply_state, ingest
+from streams.state import ApplyConfig, RedisStateStore
+
+log = logging.getLogger(__name__)
+
+
+def _credentials(settings: Settings) -> Any:
+    k = settings.kafka
+    if k.sasl_mechanism:
+        password = k.sasl_password.get_secret_value() if k.sasl_password else ""
+        return faust.SASLCredentials(username=k.sasl_username or "", password=password,
+                                     mechanism=k.sasl_mechanism,
+                                     ssl_context=kafka_ssl_context(k))
+    context = kafka_ssl_context(k)
+    return faust.SSLCredentials(context) if context is not None else None
+
+
+def _batches(stream: StreamT[Any], size: int, within: float) -> AsyncIterator[Sequence[EventT]]:
+    return stream.take_events(size, within=within)
+
+
+def build_app(settings: Settings, ready_file: Path | None = None) -> faust.App:
+    w = settings.worker
+    app = App(
+        w.app_id,
+        broker=[f"kafka://{host}" for host in settings.kafka.bootstrap.split(",")],
+        broker_credentials=_credentials(settings),
+        broker_rebalance_timeout=w.rebalance_timeout_s,
+        broker_session_timeout=w.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, w.session_timeout_s / 3),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=1,
+        web_enabled=False,
+        datadir=w.data_dir,
+        autodiscover=False,
+        consumer_auto_offset_reset="earliest",
+    )
+    t = settings.topics
+    keys = Keys(settings.redis.prefix)
+    redis = redis_client(settings.redis)
+    st, sv = settings.state, settings.serving
+
+    input_topic = app.topic(t.view, t.click, t.purchase)
+    events_topic = app.topic(t.events)
+    updates_topic = app.topic(t.user_updates)
+    recommendations_topic = app.topic(t.recommendations)
+    dlq_topic = app.topic(t.dlq)
+    type_by_topic = {t.view: "view", t.click: "click", t.purchase: "purchase"}
+
+    store = RedisStateStore(redis, ApplyConfig.from_settings(keys.prefix, w.app_id, st))
+    reader = ServingStateReader(redis, keys, history=sv.markov_history,
+                                row_size=settings.state.markov_row_size,
+                                popular=4 * sv.top_n + sv.exclude_recent + 50)
+    recommender = Recommender(reader, ItemCatalog(redis, keys), sv,
+                              clock_ms=lambda: int(time.time() * 1000))
+
+    @app.agent(input_topic, name="ingest")
+    async def ingest_agent(stream: StreamT[Any]) -> None:
+        await ingest(_batches(stream, st.batch_size, st.batch_within_s), type_by_topic,
+                     events_topic, dlq_topic)
+
+    @app.agent(events_topic, name="state")
+    async def state_agent(stream: StreamT[Any]) -> None:
+        await apply_state(_batches(stream, st.batch_size, st.batch_within_s), store,
+                          updates_topic)
+
+    @app.agent(updates_topic, name="serving")
+    async def serving_agent(stream: StreamT[Any]) -> None:
+        await serve(_batches(stream, sv.batch_size, sv.batch_within_s), recommender,
+                    recommendations_topic)
+
+    @app.on_rebalance_complete.connect
+    async def _ready(sender: Any, **kwargs: Any) -> None:
+        metrics.WORKER_READY.set(1)
+        if ready_file is not None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
+            ready_file.write_text(str(int(time.time() * 1000)))
+        log.info("worker ready app_id=%s", w.app_id)
+
+    return app
+
+
+def run_worker(settings: Settings, ready_file: Path | None = None) -> None:
+    """Create missing topics, start /metrics, then hand over to Faust's worker."""
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)
+    Path(settings.worker.data_dir).mkdir(parents=True, exist_ok=True)
+    asyncio.run(ensure_topics(settings))
+    metrics.serve_metrics(settings.metrics.port)
+    app = build_app(settings, ready_file)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    worker.execute_from_commandline()

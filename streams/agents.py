@@ -1,0 +1,96 @@
+"""Agent bodies of the event path: ingest (validate, route) and state (apply, announce)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from faust.types import EventT, TopicT
+
+from streamrec import metrics
+from streamrec.errors import InvalidEvent
+from streamrec.retry import redis_call
+from streams.dlq import Source, dlq_record
+from streams.events import decode_event, load_normalised
+from streams.state import Positioned, StateStore
+from streams.user_updates import UserUpdate
+
+log = logging.getLogger(__name__)
+
+
+def _source(event: EventT) -> Source:
+    msg = event.message
+    return Source(topic=msg.topic, partition=msg.partition, offset=msg.offset)
+
+
+async def ingest(batches: AsyncIterator[Sequence[EventT]], type_by_topic: dict[str, str],
+                 events_topic: TopicT, dlq_topic: TopicT) -> None:
+    """Decode and validate input events; valid ones go keyed by user, bad ones to the DLQ."""
+    async for batch in batches:
+        for ev in batch:
+            msg = ev.message
+            topic_type = type_by_topic.get(msg.topic)
+            raw: Any = ev.value
+            try:
+                if raw is not None and not isinstance(raw, bytes):
+                    raw = bytes(raw)
+                event = decode_event(raw, topic_type, broker_ts=int(msg.timestamp * 1000)
+                                     if msg.timestamp else None)
+            except InvalidEvent as err:
+                await _dead_letter(dlq_topic, err, raw, ev, topic_type)
+                continue
+            except Exception as exc:  # a bug must not kill the agent or lose the message
+                log.exception("ingest failed topic=%s offset=%s", msg.topic, msg.offset)
+                err = InvalidEvent("internal_error", "", f"{type(exc).__name__}: {exc}")
+                await _dead_letter(dlq_topic, err, raw, ev, topic_type)
+                continue
+            await events_topic.send(key=event.user_id.encode(), value=event.to_json())
+            metrics.EVENTS.labels(type=event.type, outcome="accepted").inc()
+
+
+async def _dead_letter(dlq_topic: TopicT, err: InvalidEvent, raw: bytes | None, ev: EventT,
+                       topic_type: str | None) -> None:
+    await dlq_topic.send(value=dlq_record(err, raw, _source(ev)))
+    metrics.DLQ.labels(reason=err.reason).inc()
+    metrics.EVENTS.labels(type=topic_type or "unknown", outcome="invalid").inc()
+
+
+async def apply_state(batches: AsyncIterator[Sequence[EventT]], store: StateStore,
+                      updates_topic: TopicT) -> None:
+    """Apply each batch atomically, then announce every user it touched."""
+    async for batch in batches:
+        positioned = []
+        for ev in batch:
+            src = _source(ev)
+            try:
+                positioned.append(Positioned(src.topic, src.partition, src.offset,
+                                             load_normalised(ev.value)))
+            except Exception:
+                log.exception("unreadable normalised event topic=%s partition=%s offset=%s",
+                              src.topic, src.partition, src.offset)
+        if not positioned:
+            continue
+        start = time.perf_counter()
+        result = await redis_call("apply_batch", lambda: store.apply(positioned))
+        metrics.STATE_BATCH_SECONDS.observe(time.perf_counter() - start)
+        metrics.STATE_BATCH_EVENTS.observe(len(positioned))
+        _count(positioned, result.applied, result.duplicates + result.below_watermark,
+               result.late)
+        latest: dict[str, UserUpdate] = {}
+        for p in positioned:
+            e = p.event
+            latest[e.user_id] = UserUpdate(user_id=e.user_id, event_id=e.event_id, ts=e.ts,
+                                         received=e.received)
+        for update in latest.values():
+            await updates_topic.send(key=update.user_id.encode(), value=update.to_json())
+
+
+def _count(batch: Sequence[Positioned], applied: int, skipped: int, late: int) -> None:
+    metrics.EVENTS.labels(type="all", outcome="applied").inc(applied)
+    if skipped:
+        metrics.EVENTS.labels(type="all", outcome="duplicate").inc(skipped)
+        metrics.DUPLICATES.inc(skipped)
+    if late:
+        metrics.LATE.inc(late)

@@ -1,0 +1,161 @@
+-- Apply one batch of normalised events to the online state, atomically.
+--
+-- Keys are derived from the prefix inside the script, so this needs a single Redis
+-- node (or a primary with replicas). Under Redis Cluster the guarantee drops to
+-- at-least-once; see README.
+--
+-- ARGV layout (built by streams/state.py):
+--   1 prefix  2 sequence length L  3 Markov row size K  4 popularity half-life ms (0: none)
+--   5 dedupe TTL s (0: off)  6 allowed lateness ms (<0: off)  7 watermark group
+--   8 number of partition blocks, then per block:
+--     topic, partition, n, then n x (offset, event_id, user_id, item_id, type, ts, weight)
+-- Returns {applied, below_watermark, duplicates, late}.
+
+local prefix = ARGV[1]
+local L = tonumber(ARGV[2])
+local K = tonumber(ARGV[3])
+local half_life = tonumber(ARGV[4])
+local dedupe_ttl = tonumber(ARGV[5])
+local lateness = tonumber(ARGV[6])
+local group = ARGV[7]
+local nblocks = tonumber(ARGV[8])
+
+local idx_key = prefix .. 'item:idx'
+local ids_key = prefix .. 'item:ids'
+local pop_key = prefix .. 'pop'
+local meta_key = prefix .. 'pop:meta'
+local total_key = prefix .. 'mk:total'
+
+local applied, below_wm, duplicates, late = 0, 0, 0, 0
+
+local meta = redis.call('HMGET', meta_key, 'landmark', 'max_ts')
+local landmark = tonumber(meta[1])
+local max_ts = tonumber(meta[2])
+local meta_dirty = false
+
+local function f17(x)
+  return string.format('%.17g', x)
+end
+
+local function item_index(item)
+  local idx = redis.call('HGET', idx_key, item)
+  if idx then
+    return tonumber(idx)
+  end
+  local n = redis.call('RPUSH', ids_key, item)
+  redis.call('HSET', idx_key, item, n - 1)
+  return n - 1
+end
+
+-- Forward decay: add w * 2^((ts - landmark) / half_life). Scores stay comparable
+-- whatever the order of events; the landmark moves forward (rescaling every score)
+-- before the exponent can overflow.
+local function add_popularity(idx, w, ts)
+  if max_ts == nil or ts > max_ts then
+    max_ts = ts
+    meta_dirty = true
+  end
+  if half_life <= 0 then
+    redis.call('ZINCRBY', pop_key, f17(w), idx)
+    return
+  end
+  if landmark == nil then
+    landmark = ts
+    meta_dirty = true
+  end
+  local e = (ts - landmark) / half_life
+  if e > 512 then
+    local shift = math.floor(e)
+    redis.call('ZUNIONSTORE', pop_key, 1, pop_key, 'WEIGHTS', f17(2 ^ (-shift)))
+    landmark = landmark + shift * half_life
+    meta_dirty = true
+    e = e - shift
+  end
+  redis.call('ZINCRBY', pop_key, f17(w * 2 ^ e), idx)
+end
+
+local function apply(user, item, etype, ts_text, w)
+  local ts = tonumber(ts_text)
+  local c = item_index(item)
+  add_popularity(c, w, ts)
+  local ukey = prefix .. 'u:' .. user
+  if etype == 'purchase' then
+    redis.call('SADD', ukey .. ':bought', c)
+  end
+  redis.call('HINCRBY', ukey, 'n', 1)
+  local u = redis.call('HMGET', ukey, 'seq', 'ts')
+  local seq = u[1] or ''
+  local user_ts = tonumber(u[2])
+  if lateness >= 0 and user_ts ~= nil and user_ts - ts > lateness then
+    late = late + 1
+    return
+  end
+  if user_ts == nil or ts > user_ts then
+    redis.call('HSET', ukey, 'ts', ts_text)
+  end
+  local last = nil
+  if #seq >= 4 then
+    last = struct.unpack('<I4', seq, #seq - 3)
+  end
+  if last == c then
+    return -- a repeat of the item just seen (view -> click -> purchase) moves nothing
+  end
+  if last ~= nil then
+    local row = prefix .. 'mk:' .. last
+    redis.call('ZINCRBY', row, f17(w), c)
+    redis.call('HINCRBYFLOAT', total_key, last, f17(w))
+    if redis.call('ZCARD', row) > K then
+      redis.call('ZREMRANGEBYRANK', row, 0, -(K + 1))
+    end
+  end
+  seq = seq .. struct.pack('<I4', c)
+  if #seq > 4 * L then
+    seq = string.sub(seq, #seq - 4 * L + 1)
+  end
+  redis.call('HSET', ukey, 'seq', seq)
+end
+
+local i = 9
+for _ = 1, nblocks do
+  local topic, partition, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  local wm_key = prefix .. 'wm:' .. group .. ':' .. topic .. ':' .. partition
+  local wm = tonumber(redis.call('GET', wm_key) or '-1')
+  local high = wm
+  local high_text = nil
+  for _ = 1, n do
+    local offset = tonumber(ARGV[i])
+    if offset <= wm then
+      below_wm = below_wm + 1
+    else
+      if offset > high then
+        high = offset
+        high_text = ARGV[i]
+      end
+      local fresh = true
+      if dedupe_ttl > 0 then
+        fresh = redis.call('SET', prefix .. 'dedupe:' .. ARGV[i + 1], '1', 'NX', 'EX', dedupe_ttl)
+      end
+      if fresh then
+        apply(ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6]))
+        applied = applied + 1
+      else
+        duplicates = duplicates + 1
+      end
+    end
+    i = i + 7
+  end
+  if high_text ~= nil then
+    redis.call('SET', wm_key, high_text)
+  end
+end
+
+if meta_dirty then
+  if landmark ~= nil then
+    redis.call('HSET', meta_key, 'landmark', f17(landmark), 'max_ts', f17(max_ts))
+  else
+    redis.call('HSET', meta_key, 'max_ts', f17(max_ts))
+  end
+end
+
+return {applied, below_wm, duplicates, late}

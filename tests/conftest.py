@@ -1,0 +1,178 @@
+"""Fixtures: a real Tansu broker and a real redis-server on free ports, and worker processes.
+
+Each test module that needs a pipeline gets its own topics, Redis prefix and consumer
+group (uuid names), so modules never see each other's data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from infra.stack import Stack, free_port
+from streamrec.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    kafka_port: int
+    redis_port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
+    run_dir = tmp_path_factory.mktemp("stack")
+    services = Stack(run_dir)
+    info = StackInfo(free_port(), free_port())
+    services.up(kafka_port=info.kafka_port, redis_port=info.redis_port)
+    try:
+        yield info
+    finally:
+        services.down()
+
+
+def flatten_env(values: dict[str, Any], prefix: str = "STREAMREC_") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key.upper()}"
+        if isinstance(value, dict):
+            out.update(flatten_env(value, name + "__"))
+        else:
+            out[name] = str(value)
+    return out
+
+
+@dataclass
+class Pipeline:
+    """Settings (own topics, prefix, group) plus the env that gives a subprocess the same."""
+
+    settings: Settings
+    env: dict[str, str]
+    tmp: Path
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "streamrec.cli", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def start_worker(self, timeout: float = 90) -> subprocess.Popen[bytes]:
+        n = len(self.workers)
+        ready = self.tmp / f"worker{n}.ready"
+        log = (self.tmp / f"worker{n}.log").open("wb")
+        env = dict(self.env, STREAMREC_METRICS__PORT=str(free_port()))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamrec.cli", "worker", "--ready-file", str(ready)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.workers.append(proc)
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.worker_log(n)[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker not ready: {self.worker_log(n)[-3000:]}")
+            time.sleep(0.1)
+        return proc
+
+    def worker_log(self, n: int = 0) -> str:
+        return (self.tmp / f"worker{n}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+
+def pipeline_settings(stack: StackInfo, **overrides: Any) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    values: dict[str, Any] = {
+        "kafka": {"bootstrap": stack.bootstrap, "partitions": 2},
+        "redis": {"url": stack.redis_url, "prefix": f"t{tag}:"},
+        "topics": {name: f"{name}-{tag}" for name in (
+            "view", "click", "purchase", "dlq", "events", "user_updates", "recommendations",
+            "model_updates")},
+        "worker": {"app_id": f"streamrec-{tag}"},
+    }
+    for section, extra in overrides.items():
+        values.setdefault(section, {}).update(extra)
+    return values
+
+
+@pytest.fixture(scope="module")
+def make_pipeline(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[Callable[..., Pipeline]]:
+    made: list[Pipeline] = []
+
+    def make(**overrides: Any) -> Pipeline:
+        values = pipeline_settings(stack, **overrides)
+        tmp = tmp_path_factory.mktemp("pipeline")
+        values["worker"]["data_dir"] = str(tmp / "faust")
+        env = dict(os.environ, **flatten_env(values))
+        env["PYTHONPATH"] = str(ROOT)
+        pipeline = Pipeline(Settings.model_validate(values), env, tmp)
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        pipeline.stop()
+
+
+class TopicReader:
+    """A kafka-python consumer (not the project's code) reading one topic from the start."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from kafka import KafkaConsumer
+
+        self._consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                       auto_offset_reset="earliest", fetch_max_wait_ms=50,
+                                       consumer_timeout_ms=200)
+        self.messages: list[Any] = []
+
+    def poll_until(self, done: Callable[[list[Any]], bool], timeout: float) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while not done(self.messages) and time.monotonic() < deadline:
+            for records in self._consumer.poll(timeout_ms=100).values():
+                self.messages.extend(records)
+        return self.messages
+
+    def values(self) -> list[Any]:
+        return [orjson.loads(m.value) for m in self.messages]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def kafka_producer(bootstrap: str) -> Any:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
