@@ -249,8 +249,7 @@ class Stack:
 
     # -- down --------------------------------------------------------------
     def down(self) -> list[str]:
-        stopped = [name for name in ("kafka", "redis") if self._stop(name)]
-        return stopped
+        return [name for name in ("kafka", "redis") if self._stop(name)]
 
     def _stop(self, name: str, grace_s: float = 5.0) -> bool:
         pid = self._read_int(self._pid_file(name))

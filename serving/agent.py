@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
+from typing import Any
 
 from faust.types import EventT, TopicT
 
@@ -17,7 +19,7 @@ from streams.user_updates import UserUpdate
 log = logging.getLogger(__name__)
 
 
-async def serve(batches: AsyncIterator[Sequence[EventT]], recommender: Recommender,
+async def serve(batches: AsyncIterator[Sequence[EventT[Any]]], recommender: Recommender,
                 recommendations_topic: TopicT) -> None:
     async for batch in batches:
         updates = []
@@ -30,7 +32,7 @@ async def serve(batches: AsyncIterator[Sequence[EventT]], recommender: Recommend
             continue
         received = {u.user_id: u.received for u in updates}
         start = time.perf_counter()
-        messages = await redis_call("recommend", lambda: recommender.recommend(updates))
+        messages = await redis_call("recommend", partial(recommender.recommend, updates))
         metrics.RECOMMEND_SECONDS.observe(time.perf_counter() - start)
         for message in messages:
             await recommendations_topic.send(key=message["user_id"].encode(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +67,6 @@ def validate(message: Any) -> list[str]:
             if not isinstance(r, dict) or r.get("kind") not in REASON_KINDS:
                 problems.append(f"items[{i}].reasons: unknown kind {r!r}")
     scores = [it.get("score", 0) for it in message.get("items") or [] if isinstance(it, dict)]
-    if any(a < b for a, b in zip(scores, scores[1:], strict=False)):
+    if any(a < b for a, b in itertools.pairwise(scores)):
         problems.append("items: not ordered best first")
     return problems

@@ -59,7 +59,7 @@ def _from_folder(folder: Path) -> tuple[Path, Path | None] | None:
 
 def _download(target: Path) -> bool:
     try:
-        with urllib.request.urlopen(ML100K_URL, timeout=20) as response:  # noqa: S310
+        with urllib.request.urlopen(ML100K_URL, timeout=20) as response:
             blob = response.read(20_000_000)
     except OSError as exc:
         print(f"demo: could not download MovieLens 100K ({exc})")

@@ -5,8 +5,9 @@ No user or item ids in labels.
 
 from __future__ import annotations
 
-from streamrec.errors import StreamrecError
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from streamrec.errors import StreamrecError
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
                     2.5, 5.0, 10.0)

@@ -17,8 +17,8 @@ from serving.catalog import ItemCatalog
 from serving.recommender import Recommender
 from serving.state_reader import ServingStateReader
 from streamrec import metrics
-from streamrec.faust_transport import App
 from streamrec.clients import kafka_ssl_context, redis_client
+from streamrec.faust_transport import App
 from streamrec.keys import Keys
 from streamrec.settings import Settings
 from streamrec.topics import ensure_topics
@@ -39,8 +39,13 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(context) if context is not None else None
 
 
-def _batches(stream: StreamT[Any], size: int, within: float) -> AsyncIterator[Sequence[EventT]]:
-    return stream.take_events(size, within=within)
+Batches = AsyncIterator[Sequence[EventT[Any]]]
+
+
+def _batches(stream: StreamT[Any], size: int, within: float) -> Batches:
+    batches: Batches = stream.take_events(  # type: ignore[attr-defined]
+        size, within=within)
+    return batches
 
 
 def build_app(settings: Settings, ready_file: Path | None = None) -> faust.App:
@@ -95,12 +100,12 @@ def build_app(settings: Settings, ready_file: Path | None = None) -> faust.App:
         await serve(_batches(stream, sv.batch_size, sv.batch_within_s), recommender,
                     recommendations_topic)
 
-    @app.on_rebalance_complete.connect
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _ready(sender: Any, **kwargs: Any) -> None:
         metrics.WORKER_READY.set(1)
         if ready_file is not None:
             ready_file.parent.mkdir(parents=True, exist_ok=True)
-            ready_file.write_text(str(int(time.time() * 1000)))
+            ready_file.write_text(str(int(time.time() * 1000)))  # noqa: ASYNC240
         log.info("worker ready app_id=%s", w.app_id)
 
     return app

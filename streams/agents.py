@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from typing import Any
 
 from faust.types import EventT, TopicT
@@ -20,12 +21,12 @@ from streams.user_updates import UserUpdate
 log = logging.getLogger(__name__)
 
 
-def _source(event: EventT) -> Source:
+def _source(event: EventT[Any]) -> Source:
     msg = event.message
     return Source(topic=msg.topic, partition=msg.partition, offset=msg.offset)
 
 
-async def ingest(batches: AsyncIterator[Sequence[EventT]], type_by_topic: dict[str, str],
+async def ingest(batches: AsyncIterator[Sequence[EventT[Any]]], type_by_topic: dict[str, str],
                  events_topic: TopicT, dlq_topic: TopicT) -> None:
     """Decode and validate input events; valid ones go keyed by user, bad ones to the DLQ."""
     async for batch in batches:
@@ -43,21 +44,21 @@ async def ingest(batches: AsyncIterator[Sequence[EventT]], type_by_topic: dict[s
                 continue
             except Exception as exc:  # a bug must not kill the agent or lose the message
                 log.exception("ingest failed topic=%s offset=%s", msg.topic, msg.offset)
-                err = InvalidEvent("internal_error", "", f"{type(exc).__name__}: {exc}")
-                await _dead_letter(dlq_topic, err, raw, ev, topic_type)
+                internal = InvalidEvent("internal_error", "", f"{type(exc).__name__}: {exc}")
+                await _dead_letter(dlq_topic, internal, raw, ev, topic_type)
                 continue
             await events_topic.send(key=event.user_id.encode(), value=event.to_json())
             metrics.EVENTS.labels(type=event.type, outcome="accepted").inc()
 
 
-async def _dead_letter(dlq_topic: TopicT, err: InvalidEvent, raw: bytes | None, ev: EventT,
+async def _dead_letter(dlq_topic: TopicT, err: InvalidEvent, raw: bytes | None, ev: EventT[Any],
                        topic_type: str | None) -> None:
     await dlq_topic.send(value=dlq_record(err, raw, _source(ev)))
     metrics.DLQ.labels(reason=err.reason).inc()
     metrics.EVENTS.labels(type=topic_type or "unknown", outcome="invalid").inc()
 
 
-async def apply_state(batches: AsyncIterator[Sequence[EventT]], store: StateStore,
+async def apply_state(batches: AsyncIterator[Sequence[EventT[Any]]], store: StateStore,
                       updates_topic: TopicT) -> None:
     """Apply each batch atomically, then announce every user it touched."""
     async for batch in batches:
@@ -73,7 +74,7 @@ async def apply_state(batches: AsyncIterator[Sequence[EventT]], store: StateStor
         if not positioned:
             continue
         start = time.perf_counter()
-        result = await redis_call("apply_batch", lambda: store.apply(positioned))
+        result = await redis_call("apply_batch", partial(store.apply, positioned))
         metrics.STATE_BATCH_SECONDS.observe(time.perf_counter() - start)
         metrics.STATE_BATCH_EVENTS.observe(len(positioned))
         _count(positioned, result.applied, result.duplicates + result.below_watermark,

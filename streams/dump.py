@@ -29,30 +29,31 @@ async def _scan(redis: Redis, pattern: str) -> list[str]:
 
 
 async def collect_state(redis: Redis, keys: Keys, half_life_s: float) -> dict[str, Any]:
-    ids = [x.decode() for x in await redis.lrange(keys.item_ids, 0, -1)]
+    r: Any = redis  # redis-py's async return types are too loose to be useful here
+    ids = [x.decode() for x in await r.lrange(keys.item_ids, 0, -1)]
 
     def name(idx: Any) -> str:
-        return ids[int(idx)]
+        return str(ids[int(idx)])
 
     markov: dict[str, Any] = {}
-    totals = await redis.hgetall(keys.markov_totals)
+    totals = await r.hgetall(keys.markov_totals)
     row_prefix = keys.markov_row(0)[:-1]
     for key in await _scan(redis, f"{row_prefix}*"):
         suffix = key[len(row_prefix):]
         if not suffix.isdigit():
             continue
-        row = await redis.zrange(key, 0, -1, withscores=True)
+        row = await r.zrange(key, 0, -1, withscores=True)
         markov[name(suffix)] = {
             "total": _num(float(totals.get(suffix.encode(), 0))),
             "next": {name(m): _num(s) for m, s in sorted(row, key=lambda r: name(r[0]))},
         }
 
-    meta = await redis.hgetall(keys.popularity_meta)
+    meta = await r.hgetall(keys.popularity_meta)
     scale = 1.0
     if half_life_s > 0 and b"landmark" in meta:
         landmark, max_ts = float(meta[b"landmark"]), float(meta[b"max_ts"])
         scale = 2.0 ** ((landmark - max_ts) / (half_life_s * 1000))
-    pop = await redis.zrange(keys.popularity, 0, -1, withscores=True)
+    pop = await r.zrange(keys.popularity, 0, -1, withscores=True)
     popularity = {name(m): _num(s * scale) for m, s in pop}
 
     users: dict[str, Any] = {}
@@ -61,8 +62,8 @@ async def collect_state(redis: Redis, keys: Keys, half_life_s: float) -> dict[st
         if key.endswith(":bought"):
             continue
         user_id = key[len(user_prefix):]
-        fields = await redis.hgetall(key)
-        bought = await redis.smembers(keys.bought(user_id))
+        fields = await r.hgetall(key)
+        bought = await r.smembers(keys.bought(user_id))
         users[user_id] = {
             "sequence": [ids[i] for i in decode_sequence(fields.get(b"seq", b""))],
             "events": int(fields.get(b"n", 0)),

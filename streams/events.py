@@ -8,6 +8,7 @@ This module owns the wire format of behaviour events and of the normalised event
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,7 +74,7 @@ def _identifier(body: dict[str, Any], field: str, required: bool) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise InvalidEvent("bad_type", field, f"expected a string, got {type(value).__name__}")
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise InvalidEvent("bad_type", field, "expected a string, got a non-finite number")
         text = str(int(value)) if value.is_integer() else repr(value)
     else:

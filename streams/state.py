@@ -73,7 +73,8 @@ def pack_batch(batch: Iterable[Positioned], config: ApplyConfig) -> list[str | i
         args += [topic, partition, len(items)]
         for p in items:
             e = p.event
-            args += [p.offset, e.event_id, e.user_id, e.item_id, e.type, e.ts, repr(weights[e.type])]
+            args += [p.offset, e.event_id, e.user_id, e.item_id, e.type, e.ts,
+                     repr(weights[e.type])]
     return args
 
 

@@ -1,0 +1,43 @@
+"""Markov scoring, exclusions and top-N, by hand-computed numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.ranking import MarkovRow, Reason, UserState, exclusions, markov_scores, top_n
+
+
+def test_markov_scores_are_smoothed_recency_weighted_probabilities() -> None:
+    rows = [MarkovRow(item=1, total=4.0, successors=[(2, 3.0), (3, 1.0)]),  # last item
+            MarkovRow(item=0, total=2.0, successors=[(3, 2.0)])]
+    scores = markov_scores(rows, n_items=4, alpha=0.5, decay=0.5)
+    # P(.|1) = (c + .5) / (4 + 2) ; P(.|0) = (c + .5) / (2 + 2); weights 1 and .5, norm 1.5
+    assert scores[2].score == pytest.approx((3.5 / 6) / 1.5)
+    assert scores[3].score == pytest.approx((1.5 / 6 + 0.5 * 2.5 / 4) / 1.5)
+    assert scores[2].reasons == [Reason("markov", after=1, p=pytest.approx(3.5 / 6))]
+    # item 3's strongest single transition is from item 0 (0.5 * 0.625 > 0.25)
+    assert scores[3].reasons[0].after == 0
+
+
+def test_exclusions_cover_recent_bought_and_blocked() -> None:
+    user = UserState("u", sequence=[5, 6, 7, 8], bought=frozenset({1}))
+    assert exclusions(user, exclude_recent=2, exclude_purchased=True, blocked=[9]) == \
+        {7, 8, 1, 9}
+    assert exclusions(user, exclude_recent=0, exclude_purchased=False) == set()
+
+
+def test_top_n_orders_by_score_then_fills_with_popular_below_them() -> None:
+    candidates = markov_scores([MarkovRow(1, 3.0, [(2, 2.0), (3, 1.0)])], 10, 0.0, 1.0)
+    ranked = top_n(candidates, popular=[(2, 50.0), (4, 40.0), (5, 10.0)], exclude={3}, n=3)
+    assert [s.item for s in ranked] == [2, 4, 5]
+    assert ranked[0].reasons[0].kind == "markov"
+    assert [r.kind for s in ranked[1:] for r in s.reasons] == ["popular", "popular"]
+    scores = [s.score for s in ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert all(s > 0 for s in scores)
+
+
+def test_cold_user_gets_popular_items_only() -> None:
+    ranked = top_n({}, popular=[(7, 3.0), (8, 2.0)], exclude={8}, n=5)
+    assert [s.item for s in ranked] == [7]
+    assert ranked[0].score == 1.0
