@@ -219,7 +219,7 @@ class Stack:
                 log.info("service=%s ready port=%s pid=%s", name, port, proc.pid)
                 return
             time.sleep(0.1)
-        self._stop(name)
+        self.stop_service(name)
         raise StackError(f"{name}: did not answer on {HOST}:{port} within {timeout_s:.0f} s")
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
@@ -239,7 +239,8 @@ class Stack:
 
     def _start_redis(self, port: int) -> subprocess.Popen[bytes]:
         conf = self.run_dir / "redis.conf"
-        lines = [f"port {port}", f"bind {HOST}", "save \"\"", "appendonly no",
+        lines = [f"port {port}", f"bind {HOST}", "save \"\"", "appendonly yes",
+                 "appendfsync everysec",
                  f"dir {self.run_dir.resolve()}", "daemonize no"]
         if self.redis_password:
             lines.append(f"requirepass {self.redis_password}")
@@ -249,9 +250,10 @@ class Stack:
 
     # -- down --------------------------------------------------------------
     def down(self) -> list[str]:
-        return [name for name in ("kafka", "redis") if self._stop(name)]
+        return [name for name in ("kafka", "redis") if self.stop_service(name)]
 
-    def _stop(self, name: str, grace_s: float = 5.0) -> bool:
+    def stop_service(self, name: str, grace_s: float = 5.0) -> bool:
+        """Stop one service (SIGTERM, then SIGKILL); True when it was running."""
         pid = self._read_int(self._pid_file(name))
         hint = "tansu" if name == "kafka" else "redis"
         was_running = pid is not None and _pid_alive(pid, hint)

@@ -13,6 +13,7 @@ from faust.types import EventT, TopicT
 from serving.message import encode
 from serving.recommender import Recommender
 from streamrec import metrics
+from streamrec.acks import hold, release
 from streamrec.retry import redis_call
 from streams.user_updates import UserUpdate
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 async def serve(batches: AsyncIterator[Sequence[EventT[Any]]], recommender: Recommender,
                 recommendations_topic: TopicT) -> None:
     async for batch in batches:
+        hold(batch)
         updates = []
         for ev in batch:
             try:
@@ -29,6 +31,7 @@ async def serve(batches: AsyncIterator[Sequence[EventT[Any]]], recommender: Reco
             except Exception:
                 log.exception("unreadable user update offset=%s", ev.message.offset)
         if not updates:
+            release(batch)
             continue
         received = {u.user_id: u.received for u in updates}
         start = time.perf_counter()
@@ -41,3 +44,4 @@ async def serve(batches: AsyncIterator[Sequence[EventT[Any]]], recommender: Reco
             if rx:
                 metrics.FRESHNESS_SECONDS.observe(max(0.0, time.time() - rx / 1000))
         metrics.RECOMMENDATIONS.inc(len(messages))
+        release(batch)

@@ -36,7 +36,8 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.worker import run_worker  # noqa: PLC0415
 
-    run_worker(settings, ready_file=Path(args.ready_file) if args.ready_file else None)
+    run_worker(settings, role=args.role,
+               ready_file=Path(args.ready_file) if args.ready_file else None)
     return 0
 
 
@@ -89,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run the ingest, state and serving agents")
     worker.add_argument("--ready-file", help="write this file once the worker is ready")
+    worker.add_argument("--role", choices=["all", "stream", "serving"], default="all",
+                        help="stream: ingest + state; serving: recommendations (own group); "
+                             "all: both in one process (default)")
     worker.set_defaults(func=_worker)
 
     state = sub.add_parser("state", help="inspect the online state")

@@ -15,8 +15,6 @@ import io
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -28,6 +26,7 @@ from types import FrameType
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
 from recmodels.datasets import Interaction, read_ml100k, read_titles, synthetic_stream
 from streamrec.clients import aiokafka_options
@@ -95,19 +94,6 @@ def find_data(offline: bool = False) -> DemoData:
                     "a seeded SYNTHETIC stream (MovieLens 100K not found and not downloadable)")
 
 
-def _stop_process(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -148,7 +134,7 @@ def run_demo(users: int = 100, timeout_s: float = 300.0, rate: float = 500.0,
     print(f"demo: data is {data.origin} ({len(data.events)} events)")
     run_dir = Path(tempfile.mkdtemp(prefix="streamrec-demo-"))
     stack = Stack(run_dir / "stack")
-    worker: subprocess.Popen[bytes] | None = None
+    worker: WorkerProcess | None = None
     started = time.monotonic()
     try:
         kafka_port, redis_port = free_port(), free_port()
@@ -163,21 +149,9 @@ def run_demo(users: int = 100, timeout_s: float = 300.0, rate: float = 500.0,
                    STREAMREC_REDIS__URL=settings.redis.url,
                    STREAMREC_METRICS__PORT=str(free_port()),
                    STREAMREC_WORKER__DATA_DIR=str(run_dir / "faust"))
-        ready = run_dir / "worker.ready"
-        log_path = run_dir / "worker.log"
-        print(f"demo: starting a worker (log: {log_path})")
-        with log_path.open("wb") as log_file:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "streamrec.cli", "worker", "--ready-file", str(ready)],
-                env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            if worker.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise StreamrecError(f"demo: worker exited during start:\n{tail}")
-            if time.monotonic() > deadline:
-                raise StreamrecError("demo: worker not ready within 120 s")
-            time.sleep(0.2)
+        worker = WorkerProcess(env, run_dir)
+        print(f"demo: starting a worker (log: {worker.log_path})")
+        worker.start().wait_ready()
         print(f"demo: worker ready after {time.monotonic() - started:.1f} s; replaying at "
               f"{rate:.0f} events/s until {users} users have recommendations\n")
         shown = asyncio.run(_show(settings, data, users, timeout_s, rate, max_items))
@@ -189,7 +163,7 @@ def run_demo(users: int = 100, timeout_s: float = 300.0, rate: float = 500.0,
         return 130
     finally:
         if worker is not None:
-            _stop_process(worker)
+            worker.stop()
         stack.down()
         shutil.rmtree(run_dir, ignore_errors=True)
         print("demo: stopped the worker, the broker and Redis")

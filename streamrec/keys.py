@@ -30,7 +30,7 @@ class Keys:
 
     @property
     def popularity_meta(self) -> str:
-        """Hash: ``landmark`` (ms) of the forward-decay scores and ``max_ts`` seen."""
+        """Hash: ``landmark_step`` of the forward-decay scores and ``max_ts`` seen."""
         return f"{self.prefix}pop:meta"
 
     def user(self, user_id: str) -> str:
@@ -44,6 +44,11 @@ class Keys:
 
     def dedupe(self, event_id: str) -> str:
         return f"{self.prefix}dedupe:{event_id}"
+
+    @property
+    def stats(self) -> str:
+        """Hash: ``applied`` (events applied to the state so far)."""
+        return f"{self.prefix}stats"
 
     @property
     def blocked(self) -> str:

@@ -52,7 +52,8 @@ class EventWeights(BaseModel):
 class StateSettings(BaseModel):
     weights: EventWeights = EventWeights()
     sequence_length: int = Field(default=50, ge=1, description="L: recent items kept per user")
-    markov_row_size: int = Field(default=100, ge=1, description="K: successors kept per Markov row")
+    markov_row_size: int = Field(
+        default=100, ge=1, description="K: successors read per Markov row (top K by count)")
     popularity_half_life_s: float = Field(
         default=7 * 86400.0, ge=0, description="event-time half-life of popularity; 0 = no decay"
     )
@@ -85,6 +86,8 @@ class WorkerSettings(BaseModel):
     rebalance_timeout_s: float = 5.0
     session_timeout_s: float = 10.0
     data_dir: str = ".run/faust"
+    topic_check_interval_s: float = Field(
+        default=5.0, gt=0, description="how often the stream worker checks its topics exist")
 
 
 class Settings(BaseSettings):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -19,13 +20,19 @@ def topic_names(settings: Settings) -> list[str]:
             t.model_updates]
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create missing topics; return the names created."""
+async def ensure_topics(settings: Settings,
+                        before_create: Callable[[list[str]], Awaitable[None]] | None = None
+                        ) -> list[str]:
+    """Create missing topics; return the names created. ``before_create`` runs first with
+    the missing names (the worker resets watermarks of a topic that is about to be a new,
+    empty log: a broker that lost its data, like the in-memory embedded one)."""
     admin = AIOKafkaAdminClient(**aiokafka_options(settings.kafka))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [name for name in topic_names(settings) if name not in existing]
+        if missing and before_create is not None:
+            await before_create(missing)
         created = []
         for name in missing:
             config = {"cleanup.policy": "compact"} if name == settings.topics.recommendations \

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,13 @@ from serving.recommender import Recommender
 from serving.state_reader import ServingStateReader
 from streamrec import metrics
 from streamrec.clients import kafka_ssl_context, redis_client
+from streamrec.errors import StreamrecError
 from streamrec.faust_transport import App
 from streamrec.keys import Keys
+from streamrec.retry import redis_call
 from streamrec.settings import Settings
 from streamrec.topics import ensure_topics
+from streamrec.watermarks import reset_watermarks
 from streams.agents import apply_state, ingest
 from streams.state import ApplyConfig, RedisStateStore
 
@@ -48,10 +52,20 @@ def _batches(stream: StreamT[Any], size: int, within: float) -> Batches:
     return batches
 
 
-def build_app(settings: Settings, ready_file: Path | None = None) -> faust.App:
+ROLES = ("all", "stream", "serving")
+
+
+def app_id_for(settings: Settings, role: str) -> str:
+    """Consumer group of a role: stream (and all) use the app id, serving its own group."""
+    return f"{settings.worker.app_id}-serving" if role == "serving" else settings.worker.app_id
+
+
+def build_app(settings: Settings, role: str = "all", ready_file: Path | None = None) -> faust.App:
+    if role not in ROLES:
+        raise StreamrecError(f"worker role {role!r}: expected one of {', '.join(ROLES)}")
     w = settings.worker
     app = App(
-        w.app_id,
+        app_id_for(settings, role),
         broker=[f"kafka://{host}" for host in settings.kafka.bootstrap.split(",")],
         broker_credentials=_credentials(settings),
         broker_rebalance_timeout=w.rebalance_timeout_s,
@@ -70,35 +84,52 @@ def build_app(settings: Settings, ready_file: Path | None = None) -> faust.App:
     keys = Keys(settings.redis.prefix)
     redis = redis_client(settings.redis)
     st, sv = settings.state, settings.serving
-
-    input_topic = app.topic(t.view, t.click, t.purchase)
     events_topic = app.topic(t.events)
     updates_topic = app.topic(t.user_updates)
-    recommendations_topic = app.topic(t.recommendations)
-    dlq_topic = app.topic(t.dlq)
-    type_by_topic = {t.view: "view", t.click: "click", t.purchase: "purchase"}
 
-    store = RedisStateStore(redis, ApplyConfig.from_settings(keys.prefix, w.app_id, st))
-    reader = ServingStateReader(redis, keys, history=sv.markov_history,
-                                row_size=settings.state.markov_row_size,
-                                popular=4 * sv.top_n + sv.exclude_recent + 50)
-    recommender = Recommender(reader, ItemCatalog(redis, keys), sv,
-                              clock_ms=lambda: int(time.time() * 1000))
+    if role in ("all", "stream"):
+        input_topic = app.topic(t.view, t.click, t.purchase)
+        dlq_topic = app.topic(t.dlq)
+        type_by_topic = {t.view: "view", t.click: "click", t.purchase: "purchase"}
+        store = RedisStateStore(redis, ApplyConfig.from_settings(keys.prefix, w.app_id, st))
 
-    @app.agent(input_topic, name="ingest")
-    async def ingest_agent(stream: StreamT[Any]) -> None:
-        await ingest(_batches(stream, st.batch_size, st.batch_within_s), type_by_topic,
-                     events_topic, dlq_topic)
+        @app.agent(input_topic, name="ingest")
+        async def ingest_agent(stream: StreamT[Any]) -> None:
+            await ingest(_batches(stream, st.batch_size, st.batch_within_s), type_by_topic,
+                         events_topic, dlq_topic)
 
-    @app.agent(events_topic, name="state")
-    async def state_agent(stream: StreamT[Any]) -> None:
-        await apply_state(_batches(stream, st.batch_size, st.batch_within_s), store,
-                          updates_topic)
+        @app.agent(events_topic, name="state")
+        async def state_agent(stream: StreamT[Any]) -> None:
+            await apply_state(_batches(stream, st.batch_size, st.batch_within_s), store,
+                              updates_topic)
 
-    @app.agent(updates_topic, name="serving")
-    async def serving_agent(stream: StreamT[Any]) -> None:
-        await serve(_batches(stream, sv.batch_size, sv.batch_within_s), recommender,
-                    recommendations_topic)
+        async def forget_watermarks(missing: list[str]) -> None:
+            await redis_call("reset_watermarks",
+                             partial(reset_watermarks, redis, keys, w.app_id, missing))
+
+        @app.timer(interval=w.topic_check_interval_s)  # type: ignore[untyped-decorator]
+        async def recreate_lost_topics() -> None:
+            try:
+                created = await ensure_topics(settings, before_create=forget_watermarks)
+            except Exception as exc:  # broker down: the consumer reconnects by itself
+                log.debug("topic check failed error=%s", type(exc).__name__)
+                return
+            if created:
+                log.warning("topics were missing and are recreated names=%s "
+                            "(broker lost its data?)", ",".join(created))
+
+    if role in ("all", "serving"):
+        recommendations_topic = app.topic(t.recommendations)
+        reader = ServingStateReader(redis, keys, history=sv.markov_history,
+                                    row_size=settings.state.markov_row_size,
+                                    popular=4 * sv.top_n + sv.exclude_recent + 50)
+        recommender = Recommender(reader, ItemCatalog(redis, keys), sv,
+                                  clock_ms=lambda: int(time.time() * 1000))
+
+        @app.agent(updates_topic, name="serving")
+        async def serving_agent(stream: StreamT[Any]) -> None:
+            await serve(_batches(stream, sv.batch_size, sv.batch_within_s), recommender,
+                        recommendations_topic)
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _ready(sender: Any, **kwargs: Any) -> None:
@@ -106,18 +137,18 @@ def build_app(settings: Settings, ready_file: Path | None = None) -> faust.App:
         if ready_file is not None:
             ready_file.parent.mkdir(parents=True, exist_ok=True)
             ready_file.write_text(str(int(time.time() * 1000)))  # noqa: ASYNC240
-        log.info("worker ready app_id=%s", w.app_id)
+        log.info("worker ready app_id=%s role=%s", app.conf.id, role)
 
     return app
 
 
-def run_worker(settings: Settings, ready_file: Path | None = None) -> None:
+def run_worker(settings: Settings, role: str = "all", ready_file: Path | None = None) -> None:
     """Create missing topics, start /metrics, then hand over to Faust's worker."""
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)
     Path(settings.worker.data_dir).mkdir(parents=True, exist_ok=True)
+    app = build_app(settings, role, ready_file)
     asyncio.run(ensure_topics(settings))
     metrics.serve_metrics(settings.metrics.port)
-    app = build_app(settings, ready_file)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     worker.execute_from_commandline()

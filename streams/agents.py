@@ -11,6 +11,7 @@ from typing import Any
 from faust.types import EventT, TopicT
 
 from streamrec import metrics
+from streamrec.acks import hold, release
 from streamrec.errors import InvalidEvent
 from streamrec.retry import redis_call
 from streams.dlq import Source, dlq_record
@@ -30,6 +31,7 @@ async def ingest(batches: AsyncIterator[Sequence[EventT[Any]]], type_by_topic: d
                  events_topic: TopicT, dlq_topic: TopicT) -> None:
     """Decode and validate input events; valid ones go keyed by user, bad ones to the DLQ."""
     async for batch in batches:
+        hold(batch)
         for ev in batch:
             msg = ev.message
             topic_type = type_by_topic.get(msg.topic)
@@ -49,6 +51,7 @@ async def ingest(batches: AsyncIterator[Sequence[EventT[Any]]], type_by_topic: d
                 continue
             await events_topic.send(key=event.user_id.encode(), value=event.to_json())
             metrics.EVENTS.labels(type=event.type, outcome="accepted").inc()
+        release(batch)
 
 
 async def _dead_letter(dlq_topic: TopicT, err: InvalidEvent, raw: bytes | None, ev: EventT[Any],
@@ -62,6 +65,7 @@ async def apply_state(batches: AsyncIterator[Sequence[EventT[Any]]], store: Stat
                       updates_topic: TopicT) -> None:
     """Apply each batch atomically, then announce every user it touched."""
     async for batch in batches:
+        hold(batch)
         positioned = []
         for ev in batch:
             src = _source(ev)
@@ -72,6 +76,7 @@ async def apply_state(batches: AsyncIterator[Sequence[EventT[Any]]], store: Stat
                 log.exception("unreadable normalised event topic=%s partition=%s offset=%s",
                               src.topic, src.partition, src.offset)
         if not positioned:
+            release(batch)
             continue
         start = time.perf_counter()
         result = await redis_call("apply_batch", partial(store.apply, positioned))
@@ -86,6 +91,7 @@ async def apply_state(batches: AsyncIterator[Sequence[EventT[Any]]], store: Stat
                                          received=e.received)
         for update in latest.values():
             await updates_topic.send(key=update.user_id.encode(), value=update.to_json())
+        release(batch)
 
 
 def _count(batch: Sequence[Positioned], applied: int, skipped: int, late: int) -> None:

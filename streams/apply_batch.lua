@@ -4,8 +4,14 @@
 -- node (or a primary with replicas). Under Redis Cluster the guarantee drops to
 -- at-least-once; see README.
 --
+-- The result is a deterministic function of the events whatever the interleaving of
+-- partitions: every shared update commutes. Markov rows keep exact weighted counts (the
+-- top K is taken when reading, by count then item); popularity uses forward decay in whole
+-- half-life steps, w * 2^(floor(ts / half_life) - landmark_step), so every term is a power
+-- of two times the weight and float sums are exact in any order.
+--
 -- ARGV layout (built by streams/state.py):
---   1 prefix  2 sequence length L  3 Markov row size K  4 popularity half-life ms (0: none)
+--   1 prefix  2 sequence length L  3 (unused)  4 popularity half-life ms (0: none)
 --   5 dedupe TTL s (0: off)  6 allowed lateness ms (<0: off)  7 watermark group
 --   8 number of partition blocks, then per block:
 --     topic, partition, n, then n x (offset, event_id, user_id, item_id, type, ts, weight)
@@ -13,7 +19,6 @@
 
 local prefix = ARGV[1]
 local L = tonumber(ARGV[2])
-local K = tonumber(ARGV[3])
 local half_life = tonumber(ARGV[4])
 local dedupe_ttl = tonumber(ARGV[5])
 local lateness = tonumber(ARGV[6])
@@ -28,7 +33,7 @@ local total_key = prefix .. 'mk:total'
 
 local applied, below_wm, duplicates, late = 0, 0, 0, 0
 
-local meta = redis.call('HMGET', meta_key, 'landmark', 'max_ts')
+local meta = redis.call('HMGET', meta_key, 'landmark_step', 'max_ts')
 local landmark = tonumber(meta[1])
 local max_ts = tonumber(meta[2])
 local meta_dirty = false
@@ -47,8 +52,8 @@ local function item_index(item)
   return n - 1
 end
 
--- Forward decay: add w * 2^((ts - landmark) / half_life). Scores stay comparable
--- whatever the order of events; the landmark moves forward (rescaling every score)
+-- Forward decay in whole steps: add w * 2^(step(ts) - landmark), landmark being a step
+-- index. It moves forward (rescaling every score by a power of two, which is exact)
 -- before the exponent can overflow.
 local function add_popularity(idx, w, ts)
   if max_ts == nil or ts > max_ts then
@@ -59,15 +64,16 @@ local function add_popularity(idx, w, ts)
     redis.call('ZINCRBY', pop_key, f17(w), idx)
     return
   end
+  local step = math.floor(ts / half_life)
   if landmark == nil then
-    landmark = ts
+    landmark = step
     meta_dirty = true
   end
-  local e = (ts - landmark) / half_life
+  local e = step - landmark
   if e > 512 then
-    local shift = math.floor(e)
+    local shift = e
     redis.call('ZUNIONSTORE', pop_key, 1, pop_key, 'WEIGHTS', f17(2 ^ (-shift)))
-    landmark = landmark + shift * half_life
+    landmark = landmark + shift
     meta_dirty = true
     e = e - shift
   end
@@ -104,9 +110,6 @@ local function apply(user, item, etype, ts_text, w)
     local row = prefix .. 'mk:' .. last
     redis.call('ZINCRBY', row, f17(w), c)
     redis.call('HINCRBYFLOAT', total_key, last, f17(w))
-    if redis.call('ZCARD', row) > K then
-      redis.call('ZREMRANGEBYRANK', row, 0, -(K + 1))
-    end
   end
   seq = seq .. struct.pack('<I4', c)
   if #seq > 4 * L then
@@ -150,9 +153,13 @@ for _ = 1, nblocks do
   end
 end
 
+if applied > 0 then
+  redis.call('HINCRBY', prefix .. 'stats', 'applied', applied)
+end
+
 if meta_dirty then
   if landmark ~= nil then
-    redis.call('HSET', meta_key, 'landmark', f17(landmark), 'max_ts', f17(max_ts))
+    redis.call('HSET', meta_key, 'landmark_step', f17(landmark), 'max_ts', f17(max_ts))
   else
     redis.call('HSET', meta_key, 'max_ts', f17(max_ts))
   end

@@ -1,8 +1,7 @@
 """``streamrec state dump``: the whole online state as canonical JSON.
 
 Item ids instead of internal indexes, keys and members sorted, popularity expressed at
-the latest event time seen (so it does not depend on the decay landmark) and rounded
-to 10 significant digits (float sums differ in the last bits with the order of events).
+the half-life step of the latest event seen (so it does not depend on the landmark).
 Dedupe keys and watermarks are bookkeeping, not state, and are left out.
 """
 
@@ -20,7 +19,7 @@ from streamrec.settings import Settings
 
 
 def _num(x: float) -> float | int:
-    value = float(f"{x:.10g}")
+    value = float(f"{x:.15g}")
     return int(value) if value.is_integer() else value
 
 
@@ -50,9 +49,9 @@ async def collect_state(redis: Redis, keys: Keys, half_life_s: float) -> dict[st
 
     meta = await r.hgetall(keys.popularity_meta)
     scale = 1.0
-    if half_life_s > 0 and b"landmark" in meta:
-        landmark, max_ts = float(meta[b"landmark"]), float(meta[b"max_ts"])
-        scale = 2.0 ** ((landmark - max_ts) / (half_life_s * 1000))
+    if half_life_s > 0 and b"landmark_step" in meta:
+        landmark_step, max_ts = int(float(meta[b"landmark_step"])), int(float(meta[b"max_ts"]))
+        scale = 2.0 ** (landmark_step - max_ts // int(half_life_s * 1000))
     pop = await r.zrange(keys.popularity, 0, -1, withscores=True)
     popularity = {name(m): _num(s * scale) for m, s in pop}
 

@@ -35,7 +35,6 @@ class ApplyResult:
 class ApplyConfig:
     prefix: str
     sequence_length: int
-    markov_row_size: int
     half_life_ms: int
     dedupe_ttl_s: int
     allowed_lateness_ms: int
@@ -47,7 +46,6 @@ class ApplyConfig:
         return cls(
             prefix=prefix,
             sequence_length=state.sequence_length,
-            markov_row_size=state.markov_row_size,
             half_life_ms=int(state.popularity_half_life_s * 1000),
             dedupe_ttl_s=int(state.dedupe_ttl_s),
             allowed_lateness_ms=int(state.allowed_lateness_s * 1000)
@@ -64,7 +62,7 @@ def pack_batch(batch: Iterable[Positioned], config: ApplyConfig) -> list[str | i
     for item in batch:
         blocks.setdefault((item.topic, item.partition), []).append(item)
     args: list[str | int] = [
-        config.prefix, config.sequence_length, config.markov_row_size, config.half_life_ms,
+        config.prefix, config.sequence_length, 0, config.half_life_ms,
         config.dedupe_ttl_s, config.allowed_lateness_ms, config.group, len(blocks),
     ]
     weights = config.weights

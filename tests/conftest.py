@@ -6,9 +6,7 @@ group (uuid names), so modules never see each other's data.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
+from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
 from streamrec.settings import Settings
 
@@ -72,44 +71,22 @@ class Pipeline:
     settings: Settings
     env: dict[str, str]
     tmp: Path
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "streamrec.cli", *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout, check=False)
 
-    def start_worker(self, timeout: float = 90) -> subprocess.Popen[bytes]:
-        n = len(self.workers)
-        ready = self.tmp / f"worker{n}.ready"
-        log = (self.tmp / f"worker{n}.log").open("wb")
+    def start_worker(self, role: str = "all", timeout: float = 90) -> WorkerProcess:
         env = dict(self.env, STREAMREC_METRICS__PORT=str(free_port()))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrec.cli", "worker", "--ready-file", str(ready)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        self.workers.append(proc)
-        deadline = time.monotonic() + timeout
-        while not ready.exists():
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.worker_log(n)[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready: {self.worker_log(n)[-3000:]}")
-            time.sleep(0.1)
-        return proc
-
-    def worker_log(self, n: int = 0) -> str:
-        return (self.tmp / f"worker{n}.log").read_text(errors="replace")
+        worker = WorkerProcess(env, self.tmp, role=role, name=f"worker{len(self.workers)}")
+        self.workers.append(worker)
+        worker.start().wait_ready(timeout)
+        return worker
 
     def stop(self) -> None:
-        for proc in self.workers:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+        for worker in self.workers:
+            worker.stop()
 
 
 def pipeline_settings(stack: StackInfo, **overrides: Any) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def _processes_under(run_dir: str) -> list[str]:
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(proc / "cwd")
+            cwd = str((proc / "cwd").readlink())
         except OSError:
             continue
         if run_dir in cmdline or cwd.startswith(run_dir):

@@ -64,10 +64,31 @@ def test_late_event_counts_popularity_but_not_sequence(stack: StackInfo) -> None
     assert dump["markov"] == {}
 
 
-def test_markov_row_keeps_its_top_k(stack: StackInfo) -> None:
+def test_markov_rows_keep_exact_counts_in_any_order(stack: StackInfo) -> None:
     spec = []
     for n, succ in enumerate(["x", "y", "y", "z", "z", "z"]):
         spec += [(f"u{n}", "a", "view", 1), (f"u{n}", succ, "view", 2)]
-    (_,), dump = _run(stack, StateSettings(popularity_half_life_s=0, markov_row_size=2),
-                      _events(*spec))
-    assert dump["markov"]["a"] == {"total": 6, "next": {"y": 2, "z": 3}}
+    forward = _events(*spec)
+    pairs = [forward[i:i + 2] for i in range(0, len(forward), 2)]
+    backward = [Positioned("ev", 0, n, p.event)
+                for n, p in enumerate(x for pair in reversed(pairs) for x in pair)]
+    (_,), one = _run(stack, StateSettings(popularity_half_life_s=0), forward)
+    (_,), two = _run(stack, StateSettings(popularity_half_life_s=0), backward)
+    assert one["markov"]["a"] == {"total": 6, "next": {"x": 1, "y": 2, "z": 3}}
+    assert one["markov"] == two["markov"]
+
+
+def test_decayed_popularity_is_identical_in_any_order(stack: StackInfo) -> None:
+    day = 86_400_000
+    spec = [(f"u{n % 7}", f"i{n % 5}", ("view", "click", "purchase")[n % 3], n * day // 3)
+            for n in range(60)]
+    forward = _events(*spec)
+    backward = [Positioned("ev", 0, n, p.event) for n, p in enumerate(reversed(forward))]
+    state = StateSettings(popularity_half_life_s=86_400, allowed_lateness_s=-1)
+    (_,), one = _run(stack, state, forward)
+    (_,), two = _run(stack, state, backward)
+    assert one["popularity"] == two["popularity"]
+    # item i4 at the last step (day 19): terms w * 2^(floor(ts/day) - 19)
+    expected = sum({0: 1, 1: 2, 2: 4}[n % 3] * 2.0 ** ((n * day // 3) // day - 19)
+                   for n in range(60) if n % 5 == 4)
+    assert one["popularity"]["i4"] == pytest.approx(expected, rel=1e-12)

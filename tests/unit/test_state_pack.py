@@ -13,7 +13,7 @@ def test_events_are_grouped_by_partition_in_offset_order() -> None:
              Positioned("t", 0, 5, Event("e1", "v", "j", "view", 1)),
              Positioned("t", 1, 10, Event("e0", "u", "k", "purchase", 3))]
     args = pack_batch(batch, config)
-    assert args[:8] == ["sr:", 50, 100, 7 * 86400 * 1000, 86400, 3_600_000, "grp", 2]
+    assert args[:8] == ["sr:", 50, 0, 7 * 86400 * 1000, 86400, 3_600_000, "grp", 2]
     assert args[8:11] == ["t", 1, 2]
     assert args[11:18] == [10, "e0", "u", "k", "purchase", 3, "4.0"]
     assert args[18:25] == [11, "e2", "u", "i", "click", 2, "2.0"]

@@ -1,0 +1,191 @@
+"""Chaos check of effectively-once state.
+
+Replays N events, SIGKILLs the stream worker (ingest + state) at random moments K times,
+restarting it each time, optionally stops Redis for a while mid-replay, then compares
+``state dump`` of the result with that of a clean uninterrupted run of the same events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from infra.processes import WorkerProcess
+from infra.stack import Stack, free_port
+from recmodels.datasets import Interaction
+from streamrec.errors import StreamrecError
+from streamrec.keys import Keys
+from streamrec.replay import publish
+from streamrec.settings import Settings
+from streams.dump import collect_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunReport:
+    name: str
+    seconds: float
+    applied: int
+    kills: list[int] = field(default_factory=list)  # events applied when each kill landed
+    redis_outage_s: float = 0.0
+
+
+@dataclass
+class Verdict:
+    seed: int
+    identical: bool
+    differing_keys: list[str]
+    clean: RunReport
+    chaos: RunReport
+
+
+def _settings_values(bootstrap: str, redis_url: str, tag: str) -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrap": bootstrap, "partitions": 4},
+        "redis": {"url": redis_url, "prefix": f"c{tag}:"},
+        "topics": {name: f"{name}-{tag}" for name in (
+            "view", "click", "purchase", "dlq", "events", "user_updates", "recommendations",
+            "model_updates")},
+        "worker": {"app_id": f"chaos-{tag}"},
+    }
+
+
+def _env(values: dict[str, Any], prefix: str = "STREAMREC_") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key.upper()}"
+        if isinstance(value, dict):
+            out.update(_env(value, name + "__"))
+        else:
+            out[name] = str(value)
+    return out
+
+
+def diff_states(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Paths (section/key) whose values differ between two state dumps."""
+    differing = []
+    for section in sorted(set(a) | set(b)):
+        left, right = a.get(section), b.get(section)
+        if isinstance(left, dict) and isinstance(right, dict):
+            differing += [f"{section}/{key}" for key in sorted(set(left) | set(right))
+                          if left.get(key) != right.get(key)]
+        elif left != right:
+            differing.append(section)
+    return differing
+
+
+class ChaosRunner:
+    def __init__(self, events: list[Interaction], run_dir: Path | None = None,
+                 timeout_s: float = 600.0) -> None:
+        self.events = events
+        self._own_dir = run_dir is None
+        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="streamrec-chaos-"))
+        self.timeout_s = timeout_s
+        self.stack = Stack(self.run_dir / "stack")
+        self.kafka_port = free_port()
+        self.redis_port = free_port()
+
+    def __enter__(self) -> ChaosRunner:
+        self.stack.up(kafka_port=self.kafka_port, redis_port=self.redis_port)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.down()
+        if self._own_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def _run(self, name: str, kills: int, rng: random.Random, redis_outage_s: float
+             ) -> tuple[RunReport, dict[str, Any]]:
+        tag = uuid.uuid4().hex[:8]
+        values = _settings_values(f"127.0.0.1:{self.kafka_port}", self.redis_url, tag)
+        work = self.run_dir / f"{name}-{tag}"
+        values["worker"]["data_dir"] = str(work / "faust")
+        settings = Settings.model_validate(values)
+        env = dict(os.environ, **_env(values), STREAMREC_METRICS__PORT="0")
+        asyncio.run(publish(settings, self.events, len(self.events)))
+        report = RunReport(name=name, seconds=0.0, applied=0)
+        worker = WorkerProcess(env, work, role="stream", name="stream")
+        start = time.monotonic()
+        try:
+            worker.start().wait_ready()
+            n = len(self.events)
+            for threshold in sorted(rng.sample(range(1, n), kills)):
+                self._wait_applied(settings, threshold, worker, poll_s=0.01)
+                worker.kill()
+                report.kills.append(self._applied(settings))
+                log.info("run=%s killed the stream worker at %d applied events", name,
+                         report.kills[-1])
+                worker.start().wait_ready()
+            if redis_outage_s > 0:
+                self._wait_applied(settings, rng.randrange(1, len(self.events) // 2), worker,
+                                   poll_s=0.01)
+                self.stack.stop_service("redis")
+                log.info("run=%s redis stopped for %.0f s", name, redis_outage_s)
+                time.sleep(redis_outage_s)
+                self.stack.up(kafka_port=self.kafka_port, redis_port=self.redis_port)
+                report.redis_outage_s = redis_outage_s
+            report.applied = self._wait_applied(settings, len(self.events), worker)
+            time.sleep(1.0)  # anything applied twice would show up now
+            report.applied = self._applied(settings)
+            report.seconds = round(time.monotonic() - start, 2)
+        finally:
+            worker.stop()
+        return report, asyncio.run(self._collect(settings))
+
+    def _applied(self, settings: Settings) -> int:
+        async def read() -> int:
+            redis = Redis.from_url(self.redis_url)
+            try:
+                value = await redis.hget(Keys(settings.redis.prefix).stats, "applied")
+            finally:
+                await redis.aclose()
+            return int(value or 0)
+
+        try:
+            return asyncio.run(read())
+        except OSError:
+            return -1
+
+    def _wait_applied(self, settings: Settings, n: int, worker: WorkerProcess,
+                      poll_s: float = 0.2) -> int:
+        deadline = time.monotonic() + self.timeout_s
+        applied = 0
+        while time.monotonic() < deadline:
+            applied = self._applied(settings)
+            if applied >= n:
+                return applied
+            if not worker.running:
+                raise StreamrecError(f"stream worker died:\n{worker.log_tail()}")
+            time.sleep(poll_s)
+        raise StreamrecError(f"only {applied} of {n} events applied in {self.timeout_s:.0f} s")
+
+    async def _collect(self, settings: Settings) -> dict[str, Any]:
+        redis = Redis.from_url(self.redis_url)
+        try:
+            return await collect_state(redis, Keys(settings.redis.prefix),
+                                       settings.state.popularity_half_life_s)
+        finally:
+            await redis.aclose()
+
+    def check(self, seed: int, kills: int, redis_outage_s: float = 0.0) -> Verdict:
+        clean, clean_state = self._run("clean", 0, random.Random(seed), 0.0)
+        chaos, chaos_state = self._run("chaos", kills, random.Random(seed), redis_outage_s)
+        differing = diff_states(clean_state, chaos_state)
+        return Verdict(seed=seed, identical=not differing, differing_keys=differing[:100],
+                       clean=clean, chaos=chaos)

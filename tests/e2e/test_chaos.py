@@ -1,0 +1,42 @@
+"""Effectively-once state through crashes and a Redis outage (short versions of the chaos
+benchmark; benchmarks/chaos.py runs the 50,000-event, 5-kill, 3-seed version)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from infra.chaos import ChaosRunner
+from recmodels.datasets import Interaction, read_seq_stream, synthetic_stream
+from tests.conftest import SHARED_DATA
+
+pytestmark = pytest.mark.e2e
+
+
+def _events(n: int) -> list[Interaction]:
+    games = SHARED_DATA / "games" / "Video.txt"
+    if games.is_file():
+        return read_seq_stream(games)[:n]
+    return list(synthetic_stream(n))
+
+
+@pytest.fixture(scope="module")
+def runner() -> Iterator[ChaosRunner]:
+    with ChaosRunner(_events(5000), timeout_s=240) as r:
+        yield r
+
+
+def test_two_kills_leave_the_state_of_a_clean_run(runner: ChaosRunner) -> None:
+    verdict = runner.check(seed=11, kills=2)
+    assert len(verdict.chaos.kills) == 2
+    assert all(0 < k < 5000 for k in verdict.chaos.kills), "kills land mid-replay"
+    assert verdict.differing_keys == []
+    assert verdict.chaos.applied == verdict.clean.applied == 5000
+
+
+def test_redis_down_for_10_s_loses_and_doubles_nothing(runner: ChaosRunner) -> None:
+    verdict = runner.check(seed=12, kills=0, redis_outage_s=10)
+    assert verdict.chaos.redis_outage_s == 10
+    assert verdict.differing_keys == []
+    assert verdict.chaos.applied == 5000
