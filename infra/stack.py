@@ -72,7 +72,9 @@ def find_redis_server() -> str:
 
 
 def port_is_free(port: int) -> bool:
+    """True when a server could listen there (connections in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:

@@ -45,3 +45,4 @@ async def serve(batches: AsyncIterator[Sequence[EventT[Any]]], recommender: Reco
                 metrics.FRESHNESS_SECONDS.observe(max(0.0, time.time() - rx / 1000))
         metrics.RECOMMENDATIONS.inc(len(messages))
         release(batch)
+        metrics.STAGE_SECONDS.labels(stage="serving").observe(time.perf_counter() - start)

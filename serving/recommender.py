@@ -6,9 +6,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from serving.catalog import ItemCatalog
+from serving.coverage import CoverageWindow
 from serving.message import recommendation
 from serving.ranking import exclusions, markov_scores, top_n
 from serving.state_reader import ServingStateReader
+from streamrec import metrics
 from streamrec.settings import ServingSettings
 from streams.user_updates import UserUpdate
 
@@ -22,6 +24,7 @@ class Recommender:
         self._catalog = catalog
         self._settings = settings
         self._clock_ms = clock_ms
+        self.coverage = CoverageWindow(settings.coverage_window_s)
 
     async def recommend(self, updates: Sequence[UserUpdate]) -> list[dict[str, Any]]:
         """One v1 message per distinct user, for the latest update of each."""
@@ -43,7 +46,12 @@ class Recommender:
             for s in items:
                 highest = max(highest, s.item, *(r.after or 0 for r in s.reasons))
         ids = await self._catalog.ensure(highest)
+        served = {user_id: [s.item for s in items] for user_id, items in ranked}
+        await self._reader.remember_served(served, cfg.served_ttl_s)
         now = self._clock_ms()
+        for served_items in served.values():
+            self.coverage.add(served_items, now / 1000)
+        metrics.SERVED_COVERAGE.set(self.coverage.ratio(snap.n_items, now / 1000))
         return [
             recommendation(user_id, items, ids, MARKOV_VERSION, latest[user_id].event_id,
                            latest[user_id].ts, now)

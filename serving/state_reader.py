@@ -53,6 +53,14 @@ class ServingStateReader:
         self._popular = popular
         self._script = redis.register_script(_SCRIPT)
 
+    async def remember_served(self, lists: dict[str, list[int]], ttl_s: int) -> None:
+        """Store each user's served list (for online hit rate), one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id, items in lists.items():
+            pipe.set(self._keys.served(user_id), np.asarray(items, dtype="<u4").tobytes(),
+                     ex=ttl_s)
+        await pipe.execute()
+
     async def read(self, user_ids: Sequence[str]) -> Snapshot:
         raw = await self._script(args=[self._keys.prefix, self._history, self._row_size,
                                        self._popular, *user_ids])

@@ -45,6 +45,10 @@ class Keys:
     def dedupe(self, event_id: str) -> str:
         return f"{self.prefix}dedupe:{event_id}"
 
+    def served(self, user_id: str) -> str:
+        """String: packed item indexes of the list last served to the user."""
+        return f"{self.prefix}served:{user_id}"
+
     @property
     def stats(self) -> str:
         """Hash: ``applied`` (events applied to the state so far)."""

@@ -34,6 +34,21 @@ RECOMMEND_SECONDS = Histogram("streamrec_recommend_seconds",
                               "Time to compute one batch of recommendations",
                               buckets=_LATENCY_BUCKETS)
 RECOMMENDATIONS = Counter("streamrec_recommendations_total", "Recommendation lists published")
+STAGE_SECONDS = Histogram("streamrec_stage_seconds", "Time per batch in each stage",
+                          ["stage"], buckets=_LATENCY_BUCKETS)
+CONSUMER_LAG = Gauge("streamrec_consumer_lag_messages",
+                     "Messages not yet read on each assigned partition", ["topic", "partition"])
+ONLINE_HITS = Counter("streamrec_online_hits_total",
+                      "Events whose item was in the list served to the user just before")
+ONLINE_EVALUATIONS = Counter("streamrec_online_evaluations_total",
+                             "Events that moved a user to a new item after a list was served")
+SERVED_COVERAGE = Gauge("streamrec_served_coverage_ratio",
+                        "Share of the catalogue in the lists served over the last window")
+MODEL_VERSION = Gauge("streamrec_model_version_info", "Model version in use (value 1)",
+                      ["version"])
+MODEL_AGE = Gauge("streamrec_model_age_seconds", "Age of the model version in use")
+MODEL_NDCG = Gauge("streamrec_model_ndcg_at_10",
+                   "Offline NDCG@10 of the model version in use, on its holdout")
 WORKER_READY = Gauge("streamrec_worker_ready", "1 once the worker has joined its group")
 
 

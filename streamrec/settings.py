@@ -72,6 +72,8 @@ class ServingSettings(BaseModel):
     markov_smoothing: float = Field(default=0.1, ge=0, description="additive smoothing alpha")
     exclude_recent: int = Field(default=3, ge=0, description="last items seen never recommended")
     exclude_purchased: bool = True
+    served_ttl_s: int = Field(default=7 * 86400, ge=1, description="keep served lists so long")
+    coverage_window_s: float = Field(default=600.0, gt=0, description="served coverage window")
     batch_size: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.005, gt=0)
 
@@ -86,6 +88,7 @@ class WorkerSettings(BaseModel):
     rebalance_timeout_s: float = 5.0
     session_timeout_s: float = 10.0
     data_dir: str = ".run/faust"
+    lag_interval_s: float = Field(default=5.0, gt=0, description="consumer lag export period")
     topic_check_interval_s: float = Field(
         default=5.0, gt=0, description="how often the stream worker checks its topics exist")
 

@@ -15,7 +15,7 @@ from faust.types import EventT, StreamT
 
 from serving.agent import serve
 from serving.catalog import ItemCatalog
-from serving.recommender import Recommender
+from serving.recommender import MARKOV_VERSION, Recommender
 from serving.state_reader import ServingStateReader
 from streamrec import metrics
 from streamrec.clients import kafka_ssl_context, redis_client
@@ -125,11 +125,16 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
                                     popular=4 * sv.top_n + sv.exclude_recent + 50)
         recommender = Recommender(reader, ItemCatalog(redis, keys), sv,
                                   clock_ms=lambda: int(time.time() * 1000))
+        metrics.MODEL_VERSION.labels(version=MARKOV_VERSION).set(1)
 
         @app.agent(updates_topic, name="serving")
         async def serving_agent(stream: StreamT[Any]) -> None:
             await serve(_batches(stream, sv.batch_size, sv.batch_within_s), recommender,
                         recommendations_topic)
+
+    @app.timer(interval=w.lag_interval_s)  # type: ignore[untyped-decorator]
+    async def export_consumer_lag() -> None:
+        await _export_lag(app)
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _ready(sender: Any, **kwargs: Any) -> None:
@@ -140,6 +145,28 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
         log.info("worker ready app_id=%s role=%s", app.conf.id, role)
 
     return app
+
+
+async def _export_lag(app: faust.App) -> None:
+    """Log end offset minus the next offset to read, per assigned partition."""
+    consumer = app.consumer
+    tps = {tp for tp in consumer.assignment() if "__assignor" not in tp.topic}
+    if not tps:
+        return
+    try:
+        ends = await consumer.highwaters(*tps)
+    except Exception as exc:  # broker away: keep the last values
+        log.debug("lag check failed error=%s", type(exc).__name__)
+        return
+    read_offsets = consumer._read_offset  # type: ignore[attr-defined]  # last offset read
+    metrics.CONSUMER_LAG.clear()
+    for tp in tps:
+        end = ends.get(tp)
+        if end is None:
+            continue
+        read = read_offsets.get(tp)
+        lag = end - (read + 1) if read is not None else end
+        metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, lag))
 
 
 def run_worker(settings: Settings, role: str = "all", ready_file: Path | None = None) -> None:

@@ -32,6 +32,7 @@ async def ingest(batches: AsyncIterator[Sequence[EventT[Any]]], type_by_topic: d
     """Decode and validate input events; valid ones go keyed by user, bad ones to the DLQ."""
     async for batch in batches:
         hold(batch)
+        start = time.perf_counter()
         for ev in batch:
             msg = ev.message
             topic_type = type_by_topic.get(msg.topic)
@@ -52,6 +53,7 @@ async def ingest(batches: AsyncIterator[Sequence[EventT[Any]]], type_by_topic: d
             await events_topic.send(key=event.user_id.encode(), value=event.to_json())
             metrics.EVENTS.labels(type=event.type, outcome="accepted").inc()
         release(batch)
+        metrics.STAGE_SECONDS.labels(stage="ingest").observe(time.perf_counter() - start)
 
 
 async def _dead_letter(dlq_topic: TopicT, err: InvalidEvent, raw: bytes | None, ev: EventT[Any],
@@ -84,6 +86,9 @@ async def apply_state(batches: AsyncIterator[Sequence[EventT[Any]]], store: Stat
         metrics.STATE_BATCH_EVENTS.observe(len(positioned))
         _count(positioned, result.applied, result.duplicates + result.below_watermark,
                result.late)
+        if result.online_evaluations:
+            metrics.ONLINE_EVALUATIONS.inc(result.online_evaluations)
+            metrics.ONLINE_HITS.inc(result.online_hits)
         latest: dict[str, UserUpdate] = {}
         for p in positioned:
             e = p.event
@@ -92,6 +97,7 @@ async def apply_state(batches: AsyncIterator[Sequence[EventT[Any]]], store: Stat
         for update in latest.values():
             await updates_topic.send(key=update.user_id.encode(), value=update.to_json())
         release(batch)
+        metrics.STAGE_SECONDS.labels(stage="state").observe(time.perf_counter() - start)
 
 
 def _count(batch: Sequence[Positioned], applied: int, skipped: int, late: int) -> None:

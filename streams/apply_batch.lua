@@ -15,7 +15,10 @@
 --   5 dedupe TTL s (0: off)  6 allowed lateness ms (<0: off)  7 watermark group
 --   8 number of partition blocks, then per block:
 --     topic, partition, n, then n x (offset, event_id, user_id, item_id, type, ts, weight)
--- Returns {applied, below_watermark, duplicates, late}.
+-- Returns {applied, below_watermark, duplicates, late, online_hits, online_evaluations}:
+-- an event that moves a user to a new item is an online evaluation of the list last served
+-- to that user (sr:served:{user}, packed indexes, written by serving; read only here), and
+-- a hit when its item was in that list.
 
 local prefix = ARGV[1]
 local L = tonumber(ARGV[2])
@@ -31,7 +34,7 @@ local pop_key = prefix .. 'pop'
 local meta_key = prefix .. 'pop:meta'
 local total_key = prefix .. 'mk:total'
 
-local applied, below_wm, duplicates, late = 0, 0, 0, 0
+local applied, below_wm, duplicates, late, hits, evaluations = 0, 0, 0, 0, 0, 0
 
 local meta = redis.call('HMGET', meta_key, 'landmark_step', 'max_ts')
 local landmark = tonumber(meta[1])
@@ -106,6 +109,16 @@ local function apply(user, item, etype, ts_text, w)
   if last == c then
     return -- a repeat of the item just seen (view -> click -> purchase) moves nothing
   end
+  local served = redis.call('GET', prefix .. 'served:' .. user)
+  if served then
+    evaluations = evaluations + 1
+    for pos = 1, #served - 3, 4 do
+      if struct.unpack('<I4', served, pos) == c then
+        hits = hits + 1
+        break
+      end
+    end
+  end
   if last ~= nil then
     local row = prefix .. 'mk:' .. last
     redis.call('ZINCRBY', row, f17(w), c)
@@ -128,7 +141,10 @@ for _ = 1, nblocks do
   local high_text = nil
   for _ = 1, n do
     local offset = tonumber(ARGV[i])
-    if offset <= wm then
+    -- At or below the watermark: a redelivery, unless dedupe is on and its event_id was
+    -- never seen, which means the log was reset (a broker that lost its data): apply.
+    if offset <= wm and (dedupe_ttl <= 0 or
+        redis.call('EXISTS', prefix .. 'dedupe:' .. ARGV[i + 1]) == 1) then
       below_wm = below_wm + 1
     else
       if offset > high then
@@ -165,4 +181,4 @@ if meta_dirty then
   end
 end
 
-return {applied, below_wm, duplicates, late}
+return {applied, below_wm, duplicates, late, hits, evaluations}

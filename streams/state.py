@@ -29,6 +29,8 @@ class ApplyResult:
     below_watermark: int
     duplicates: int
     late: int
+    online_hits: int = 0
+    online_evaluations: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,5 +97,4 @@ class RedisStateStore:
         if not batch:
             return ApplyResult(0, 0, 0, 0)
         out = await self._script(args=pack_batch(batch, self._config))
-        applied, below, dups, late = (int(x) for x in out)
-        return ApplyResult(applied, below, dups, late)
+        return ApplyResult(*(int(x) for x in out))

@@ -123,3 +123,37 @@ def test_ten_malformed_kinds_each_give_one_dlq_record(pipeline: Pipeline) -> Non
     for reader in (dlq, recs):
         reader.close()
     producer.close()
+
+
+def _metric(pipeline: Pipeline, name: str) -> float:
+    import urllib.request
+
+    port = pipeline.workers[0].env["STREAMREC_METRICS__PORT"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+def test_online_hit_rate_counts_a_followed_recommendation(pipeline: Pipeline) -> None:
+    t = pipeline.settings.topics
+    reader = TopicReader(pipeline.settings.kafka.bootstrap, t.recommendations)
+    producer = kafka_producer(pipeline.settings.kafka.bootstrap)
+    user = f"follower-{uuid.uuid4().hex[:6]}"
+    hits, evaluations = (_metric(pipeline, "streamrec_online_hits_total"),
+                         _metric(pipeline, "streamrec_online_evaluations_total"))
+    producer.send(t.view, key=user.encode(), value=orjson.dumps(
+        {"user_id": user, "item_id": "warm-a", "type": "view", "ts": 1_700_000_100_000}))
+    producer.flush()
+    first = _recs_for(reader, user, 10)[0]
+    suggested = first["items"][0]["item_id"]
+    producer.send(t.view, key=user.encode(), value=orjson.dumps(
+        {"user_id": user, "item_id": suggested, "type": "view", "ts": 1_700_000_200_000}))
+    producer.flush()
+    reader.poll_until(lambda ms: sum(orjson.loads(m.value)["user_id"] == user for m in ms) >= 2,
+                      10)
+    reader.close()
+    producer.close()
+    assert _metric(pipeline, "streamrec_online_evaluations_total") == evaluations + 1
+    assert _metric(pipeline, "streamrec_online_hits_total") == hits + 1
+    assert _metric(pipeline, "streamrec_consumer_lag_messages") >= 0
+    assert _metric(pipeline, 'streamrec_stage_seconds_count') > 0

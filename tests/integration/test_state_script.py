@@ -92,3 +92,16 @@ def test_decayed_popularity_is_identical_in_any_order(stack: StackInfo) -> None:
     expected = sum({0: 1, 1: 2, 2: 4}[n % 3] * 2.0 ** ((n * day // 3) // day - 19)
                    for n in range(60) if n % 5 == 4)
     assert one["popularity"]["i4"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_reset_log_is_applied_although_its_offsets_are_below_the_watermark(
+        stack: StackInfo) -> None:
+    """A broker that lost its data restarts offsets at 0: new events are not redeliveries."""
+    before = _events(*[("u", f"i{n}", "view", n) for n in range(5)])
+    after = [Positioned("ev", 0, n, Event(f"new-{n}", "v", f"j{n}", "view", 100 + n))
+             for n in range(3)]
+    (_, again, reset), dump = _run(stack, StateSettings(popularity_half_life_s=0),
+                                   before, before, after)
+    assert (again.applied, again.below_watermark) == (0, 5)
+    assert (reset.applied, reset.below_watermark) == (3, 0)
+    assert dump["users"]["v"]["sequence"] == ["j0", "j1", "j2"]
