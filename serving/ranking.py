@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +24,8 @@ class UserState:
     sequence: Sequence[int]  # oldest first
     bought: frozenset[int] = frozenset()
     rows: Sequence[MarkovRow] = ()  # rows of the last distinct items, most recent first
+    vector: np.ndarray | None = None  # stored user embedding
+    vector_version: str | None = None  # model version that made it
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +106,59 @@ def top_n(candidates: dict[int, Scored], popular: Sequence[tuple[int, float]],
                                  [Reason("popular", score=score / top)]))
             taken.add(item)
     return ranked
+
+
+def sequence_scores(user_vector: np.ndarray, item_vectors: np.ndarray, k: int,
+                    exclude: set[int]) -> dict[int, float]:
+    """Top ``k`` items by dot product with the user vector (exact), excluded items masked."""
+    if not len(item_vectors) or not np.any(user_vector):
+        return {}
+    scores = item_vectors @ user_vector
+    banned = [i for i in exclude if i < len(scores)]
+    if banned:
+        scores[banned] = -np.inf
+    k = min(k, len(scores))
+    top = np.argpartition(-scores, k - 1)[:k]
+    return {int(i): float(scores[i]) for i in top if np.isfinite(scores[i])}
+
+
+@dataclass(frozen=True, slots=True)
+class BlendWeights:
+    markov: float = 1.0
+    sequence: float = 1.0
+    trending: float = 0.1
+
+
+def blend(markov: dict[int, Scored], sequence: dict[int, float],
+          trending: Sequence[tuple[int, float]], weights: BlendWeights) -> dict[int, Scored]:
+    """Weighted sum of per-source normalised scores, each in [0, 1] with the source's best
+    candidate at 1: Markov p / max p, sequence exp(s - max s), trending t / max t. Every
+    source that proposed an item stays in its reasons."""
+    out: dict[int, Scored] = {}
+
+    def add(item: int, value: float, reason: Reason) -> None:
+        cand = out.get(item)
+        if cand is None:
+            cand = out[item] = Scored(item, 0.0)
+        cand.score += value
+        cand.reasons.append(reason)
+
+    if markov and weights.markov > 0:
+        top = max(c.score for c in markov.values()) or 1.0
+        for item, cand in markov.items():
+            add(item, weights.markov * cand.score / top, cand.reasons[0])
+    if sequence and weights.sequence > 0:
+        best = max(sequence.values())
+        for item, score in sequence.items():
+            add(item, weights.sequence * math.exp(score - best),
+                Reason("sequence", score=score))
+    if trending and weights.trending > 0:
+        top_t = max(score for _, score in trending) or 1.0
+        for item, score in trending:
+            add(item, weights.trending * score / top_t, Reason("trending", score=score / top_t))
+    for cand in out.values():
+        cand.reasons.sort(key=lambda r: REASON_ORDER[r.kind])
+    return out
+
+
+REASON_ORDER = {"markov": 0, "sequence": 1, "trending": 2, "popular": 3}

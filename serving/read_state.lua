@@ -3,7 +3,7 @@
 --       3 K (successors read per row), 4 number of popular items, 5.. user ids.
 -- Returns {item_count, popular (flat idx, score...), blocked (indexes of the item ids
 --          in the blocked set),
---          then per user {seq, bought, rows}} where rows is a flat list of
+--          then per user {seq, bought, rows, emb, ver}} where rows is a flat list of
 --          {item_idx, row_total, {succ, count, ...}} for the last m distinct items,
 --          most recent first.
 local prefix = ARGV[1]
@@ -25,7 +25,8 @@ local out = {
 }
 for a = 5, #ARGV do
   local ukey = prefix .. 'u:' .. ARGV[a]
-  local seq = redis.call('HGET', ukey, 'seq') or ''
+  local fields = redis.call('HMGET', ukey, 'seq', 'emb', 'ver')
+  local seq = fields[1] or ''
   local bought = redis.call('SMEMBERS', ukey .. ':bought')
   local rows = {}
   local seen = {}
@@ -42,6 +43,6 @@ for a = 5, #ARGV do
     end
     pos = pos - 4
   end
-  out[#out + 1] = {seq, bought, rows}
+  out[#out + 1] = {seq, bought, rows, fields[2] or '', fields[3] or ''}
 end
 return out

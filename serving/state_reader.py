@@ -34,11 +34,14 @@ def decode_sequence(packed: bytes) -> list[int]:
 
 def parse_snapshot(user_ids: Sequence[str], raw: Sequence[Any]) -> Snapshot:
     users = []
-    for user_id, (seq, bought, rows_flat) in zip(user_ids, raw[3:], strict=True):
+    for user_id, (seq, bought, rows_flat, emb, ver) in zip(user_ids, raw[3:], strict=True):
         rows = [MarkovRow(int(rows_flat[i]), float(rows_flat[i + 1]), _pairs(rows_flat[i + 2]))
                 for i in range(0, len(rows_flat), 3)]
-        users.append(UserState(user_id=user_id, sequence=decode_sequence(seq),
-                               bought=frozenset(int(b) for b in bought), rows=rows))
+        users.append(UserState(
+            user_id=user_id, sequence=decode_sequence(seq),
+            bought=frozenset(int(b) for b in bought), rows=rows,
+            vector=np.frombuffer(emb, dtype="<f4") if emb else None,
+            vector_version=ver.decode() if ver else None))
     return Snapshot(n_items=int(raw[0]), popular=_pairs(raw[1]),
                     blocked=frozenset(int(b) for b in raw[2]), users=users)
 

@@ -77,6 +77,60 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                     offline=args.offline)
 
 
+def _items(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.clients import redis_client  # noqa: PLC0415
+    from streamrec.keys import Keys  # noqa: PLC0415
+
+    async def run() -> list[str]:
+        redis = redis_client(settings.redis)
+        key = Keys(settings.redis.prefix).blocked
+        try:
+            if args.action == "block":
+                await redis.sadd(key, *args.ids)
+            elif args.action == "unblock":
+                await redis.srem(key, *args.ids)
+            return sorted(x.decode() for x in await redis.smembers(key))
+        finally:
+            await redis.aclose()
+
+    if args.action in ("block", "unblock") and not args.ids:
+        print(f"streamrec items {args.action}: give at least one item id", file=sys.stderr)
+        return 2
+    blocked = asyncio.run(run())
+    print(f"blocked items ({len(blocked)}): " + (", ".join(blocked) if blocked else "none"))
+    return 0
+
+
+def _trainer(args: argparse.Namespace, settings: Settings) -> int:
+    from recmodels.trainer import Trainer  # noqa: PLC0415
+    from streamrec import metrics  # noqa: PLC0415
+
+    if args.time_budget:
+        settings.trainer.time_budget_s = args.time_budget
+    trainer = Trainer(settings)
+    if args.once:
+        result = asyncio.run(trainer.run_once())
+        print(f"trainer: {result.outcome} version={result.version} users={result.users} "
+              f"items={result.items} new={result.new} current={result.current} "
+              f"seconds={result.seconds:.1f}")
+        return 0 if result.outcome != "rejected" else 1
+    metrics.serve_metrics(settings.metrics.port)
+    asyncio.run(trainer.run_forever(args.interval or settings.trainer.interval_s))
+    return 0
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from recmodels.train_cli import train_main  # noqa: PLC0415
+
+    return train_main(args.data, args.format, args.time_budget, args.out)
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from recmodels.train_cli import evaluate_main  # noqa: PLC0415
+
+    return evaluate_main(args.data, args.format, args.model, args.checkpoint, args.json_out)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamrec", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -115,6 +169,32 @@ def parser() -> argparse.ArgumentParser:
     tail_p.add_argument("--from-beginning", action="store_true")
     tail_p.add_argument("--idle-exit", type=float, help="stop after this many idle seconds")
     tail_p.set_defaults(func=_tail)
+
+    items = sub.add_parser("items", help="operator's blocked-items list")
+    items.add_argument("action", choices=["block", "unblock", "list"])
+    items.add_argument("ids", nargs="*", help="item ids")
+    items.set_defaults(func=_items)
+
+    trainer = sub.add_parser("trainer", help="retrain SASRec on the live sequences and publish")
+    trainer.add_argument("--once", action="store_true", help="one round, then exit")
+    trainer.add_argument("--interval", type=float, help="seconds between rounds")
+    trainer.add_argument("--time-budget", type=float, help="training seconds per round")
+    trainer.set_defaults(func=_trainer)
+
+    train_p = sub.add_parser("train", help="train SASRec offline on a data set")
+    train_p.add_argument("--data", required=True)
+    train_p.add_argument("--format", choices=["seq", "ml100k"], required=True)
+    train_p.add_argument("--time-budget", type=float, default=1080.0, help="seconds")
+    train_p.add_argument("--out", required=True, help="checkpoint + metrics.json + PNG here")
+    train_p.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a model with the offline protocol")
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--format", choices=["seq", "ml100k"], required=True)
+    evaluate.add_argument("--model", choices=["popularity", "markov", "sasrec"], required=True)
+    evaluate.add_argument("--checkpoint", help="checkpoint folder (sasrec)")
+    evaluate.add_argument("--json-out", required=True)
+    evaluate.set_defaults(func=_evaluate)
 
     demo = sub.add_parser("demo", help="embedded stack + worker + MovieLens replay, live output")
     demo.add_argument("--users", type=int, default=100, help="stop after this many users")

@@ -33,6 +33,8 @@ FRESHNESS_SECONDS = Histogram(
 RECOMMEND_SECONDS = Histogram("streamrec_recommend_seconds",
                               "Time to compute one batch of recommendations",
                               buckets=_LATENCY_BUCKETS)
+PULL_SECONDS = Histogram("streamrec_pull_seconds", "GET /recommendations handling time",
+                         buckets=_LATENCY_BUCKETS)
 RECOMMENDATIONS = Counter("streamrec_recommendations_total", "Recommendation lists published")
 STAGE_SECONDS = Histogram("streamrec_stage_seconds", "Time per batch in each stage",
                           ["stage"], buckets=_LATENCY_BUCKETS)
@@ -49,6 +51,10 @@ MODEL_VERSION = Gauge("streamrec_model_version_info", "Model version in use (val
 MODEL_AGE = Gauge("streamrec_model_age_seconds", "Age of the model version in use")
 MODEL_NDCG = Gauge("streamrec_model_ndcg_at_10",
                    "Offline NDCG@10 of the model version in use, on its holdout")
+TRAINER_RUNS = Counter("streamrec_trainer_runs_total", "Trainer rounds by outcome",
+                       ["outcome"])
+TRAINER_SECONDS = Histogram("streamrec_trainer_seconds", "Duration of a trainer round",
+                            buckets=(10, 30, 60, 120, 300, 600, 1200, 3600))
 WORKER_READY = Gauge("streamrec_worker_ready", "1 once the worker has joined its group")
 
 

@@ -72,10 +72,26 @@ class ServingSettings(BaseModel):
     markov_smoothing: float = Field(default=0.1, ge=0, description="additive smoothing alpha")
     exclude_recent: int = Field(default=3, ge=0, description="last items seen never recommended")
     exclude_purchased: bool = True
+    weight_markov: float = Field(default=1.0, ge=0, description="blend weight of Markov")
+    weight_sequence: float = Field(default=1.0, ge=0, description="blend weight of SASRec")
+    weight_trending: float = Field(default=0.1, ge=0, description="blend weight of trending")
+    sequence_candidates: int = Field(default=100, ge=1, description="top-k by user vector")
+    trending_candidates: int = Field(default=20, ge=0, description="trending items blended")
+    model_poll_s: float = Field(default=1.0, gt=0, description="check for a new model so often")
     served_ttl_s: int = Field(default=7 * 86400, ge=1, description="keep served lists so long")
     coverage_window_s: float = Field(default=600.0, gt=0, description="served coverage window")
     batch_size: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.005, gt=0)
+
+
+class TrainerSettings(BaseModel):
+    interval_s: float = Field(default=300.0, gt=0, description="time between rounds")
+    time_budget_s: float = Field(default=120.0, gt=0, description="training time per round")
+    tolerance: float = Field(default=0.005, ge=0,
+                             description="publish unless NDCG@10 drops by more than this")
+    min_users: int = Field(default=20, ge=1, description="users with >= 3 items to train")
+    eval_users: int | None = Field(default=5000, ge=1, description="holdout users evaluated")
+    keep_versions: int = Field(default=3, ge=1, description="model versions kept in Redis")
 
 
 class MetricsSettings(BaseModel):
@@ -84,7 +100,7 @@ class MetricsSettings(BaseModel):
 
 class WorkerSettings(BaseModel):
     app_id: str = "streamrec"
-    web_port: int = Field(default=6066, ge=0, le=65535)
+    web_host: str = Field(default="127.0.0.1", description="host name this worker advertises")
     rebalance_timeout_s: float = 5.0
     session_timeout_s: float = 10.0
     data_dir: str = ".run/faust"
@@ -103,6 +119,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     state: StateSettings = StateSettings()
     serving: ServingSettings = ServingSettings()
+    trainer: TrainerSettings = TrainerSettings()
     metrics: MetricsSettings = MetricsSettings()
     worker: WorkerSettings = WorkerSettings()
     log_level: str = "INFO"

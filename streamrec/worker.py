@@ -13,10 +13,14 @@ from typing import Any
 import faust
 from faust.types import EventT, StreamT
 
+from infra.stack import port_is_free
+from recmodels.model_store import ModelStore
+from recmodels.online import ModelHolder
 from serving.agent import serve
 from serving.catalog import ItemCatalog
 from serving.recommender import MARKOV_VERSION, Recommender
 from serving.state_reader import ServingStateReader
+from serving.web import install_views
 from streamrec import metrics
 from streamrec.clients import kafka_ssl_context, redis_client
 from streamrec.errors import StreamrecError
@@ -28,6 +32,7 @@ from streamrec.topics import ensure_topics
 from streamrec.watermarks import reset_watermarks
 from streams.agents import apply_state, ingest
 from streams.state import ApplyConfig, RedisStateStore
+from streams.user_vectors import UserVectorWriter
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +80,10 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
         value_serializer="raw",
         topic_partitions=settings.kafka.partitions,
         topic_replication_factor=1,
-        web_enabled=False,
+        web_enabled=settings.metrics.port > 0,
+        web_port=settings.metrics.port or 6066,
+        web_bind="0.0.0.0",  # noqa: S104
+        web_host=settings.worker.web_host,
         datadir=w.data_dir,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
@@ -86,6 +94,14 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
     st, sv = settings.state, settings.serving
     events_topic = app.topic(t.events)
     updates_topic = app.topic(t.user_updates)
+    models = ModelHolder(ModelStore(redis, keys))
+
+    @app.timer(interval=sv.model_poll_s)  # type: ignore[untyped-decorator]
+    async def refresh_model() -> None:
+        try:
+            await models.refresh()
+        except Exception as exc:  # Redis away or a bad version: keep serving the current one
+            log.warning("model refresh failed error=%s: %s", type(exc).__name__, exc)
 
     if role in ("all", "stream"):
         input_topic = app.topic(t.view, t.click, t.purchase)
@@ -101,7 +117,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
         @app.agent(events_topic, name="state")
         async def state_agent(stream: StreamT[Any]) -> None:
             await apply_state(_batches(stream, st.batch_size, st.batch_within_s), store,
-                              updates_topic)
+                              updates_topic, UserVectorWriter(redis, keys, models))
 
         async def forget_watermarks(missing: list[str]) -> None:
             await redis_call("reset_watermarks",
@@ -118,19 +134,22 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
                 log.warning("topics were missing and are recreated names=%s "
                             "(broker lost its data?)", ",".join(created))
 
+    recommender: Recommender | None = None
     if role in ("all", "serving"):
         recommendations_topic = app.topic(t.recommendations)
         reader = ServingStateReader(redis, keys, history=sv.markov_history,
                                     row_size=settings.state.markov_row_size,
                                     popular=4 * sv.top_n + sv.exclude_recent + 50)
         recommender = Recommender(reader, ItemCatalog(redis, keys), sv,
-                                  clock_ms=lambda: int(time.time() * 1000))
+                                  clock_ms=lambda: int(time.time() * 1000), models=models)
         metrics.MODEL_VERSION.labels(version=MARKOV_VERSION).set(1)
 
         @app.agent(updates_topic, name="serving")
         async def serving_agent(stream: StreamT[Any]) -> None:
             await serve(_batches(stream, sv.batch_size, sv.batch_within_s), recommender,
                         recommendations_topic)
+
+    install_views(app, role, recommender, lambda: models.version or MARKOV_VERSION)
 
     @app.timer(interval=w.lag_interval_s)  # type: ignore[untyped-decorator]
     async def export_consumer_lag() -> None:
@@ -169,6 +188,12 @@ async def _export_lag(app: faust.App) -> None:
         metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, lag))
 
 
+def _check_port_free(port: int) -> None:
+    if port and not port_is_free(port):
+        raise StreamrecError(f"worker: port {port} for /metrics and HTTP is taken; set "
+                             "STREAMREC_METRICS__PORT to a free port (0 disables HTTP)")
+
+
 def run_worker(settings: Settings, role: str = "all", ready_file: Path | None = None) -> None:
     """Create missing topics, start /metrics, then hand over to Faust's worker."""
     if ready_file is not None:
@@ -176,6 +201,6 @@ def run_worker(settings: Settings, role: str = "all", ready_file: Path | None = 
     Path(settings.worker.data_dir).mkdir(parents=True, exist_ok=True)
     app = build_app(settings, role, ready_file)
     asyncio.run(ensure_topics(settings))
-    metrics.serve_metrics(settings.metrics.port)
+    _check_port_free(settings.metrics.port)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     worker.execute_from_commandline()

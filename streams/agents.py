@@ -18,6 +18,7 @@ from streams.dlq import Source, dlq_record
 from streams.events import decode_event, load_normalised
 from streams.state import Positioned, StateStore
 from streams.user_updates import UserUpdate
+from streams.user_vectors import UserVectorWriter
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ async def _dead_letter(dlq_topic: TopicT, err: InvalidEvent, raw: bytes | None, 
 
 
 async def apply_state(batches: AsyncIterator[Sequence[EventT[Any]]], store: StateStore,
-                      updates_topic: TopicT) -> None:
+                      updates_topic: TopicT, vectors: UserVectorWriter | None = None) -> None:
     """Apply each batch atomically, then announce every user it touched."""
     async for batch in batches:
         hold(batch)
@@ -86,6 +87,8 @@ async def apply_state(batches: AsyncIterator[Sequence[EventT[Any]]], store: Stat
         metrics.STATE_BATCH_EVENTS.observe(len(positioned))
         _count(positioned, result.applied, result.duplicates + result.below_watermark,
                result.late)
+        if vectors is not None and result.sequences:
+            await redis_call("user_vectors", partial(vectors.write, result.sequences))
         if result.online_evaluations:
             metrics.ONLINE_EVALUATIONS.inc(result.online_evaluations)
             metrics.ONLINE_HITS.inc(result.online_hits)

@@ -15,7 +15,8 @@
 --   5 dedupe TTL s (0: off)  6 allowed lateness ms (<0: off)  7 watermark group
 --   8 number of partition blocks, then per block:
 --     topic, partition, n, then n x (offset, event_id, user_id, item_id, type, ts, weight)
--- Returns {applied, below_watermark, duplicates, late, online_hits, online_evaluations}:
+-- Returns {applied, below_watermark, duplicates, late, online_hits, online_evaluations,
+-- {user, packed sequence, ...} of the users this batch changed}:
 -- an event that moves a user to a new item is an online evaluation of the list last served
 -- to that user (sr:served:{user}, packed indexes, written by serving; read only here), and
 -- a hit when its item was in that list.
@@ -83,8 +84,15 @@ local function add_popularity(idx, w, ts)
   redis.call('ZINCRBY', pop_key, f17(w * 2 ^ e), idx)
 end
 
+local touched = {}
+local touched_list = {}
+
 local function apply(user, item, etype, ts_text, w)
   local ts = tonumber(ts_text)
+  if not touched[user] then
+    touched[user] = true
+    touched_list[#touched_list + 1] = user
+  end
   local c = item_index(item)
   add_popularity(c, w, ts)
   local ukey = prefix .. 'u:' .. user
@@ -181,4 +189,10 @@ if meta_dirty then
   end
 end
 
-return {applied, below_wm, duplicates, late, hits, evaluations}
+local sequences = {}
+for _, user in ipairs(touched_list) do
+  sequences[#sequences + 1] = user
+  sequences[#sequences + 1] = redis.call('HGET', prefix .. 'u:' .. user, 'seq') or ''
+end
+
+return {applied, below_wm, duplicates, late, hits, evaluations, sequences}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Protocol
 
@@ -31,6 +31,7 @@ class ApplyResult:
     late: int
     online_hits: int = 0
     online_evaluations: int = 0
+    sequences: dict[str, bytes] = field(default_factory=dict)  # users changed -> packed seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,4 +98,7 @@ class RedisStateStore:
         if not batch:
             return ApplyResult(0, 0, 0, 0)
         out = await self._script(args=pack_batch(batch, self._config))
-        return ApplyResult(*(int(x) for x in out))
+        flat = out[6]
+        sequences = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+        applied, below, dups, late, hits, evaluations = (int(x) for x in out[:6])
+        return ApplyResult(applied, below, dups, late, hits, evaluations, sequences)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from serving.ranking import MarkovRow, Reason, UserState, exclusions, markov_scores, top_n
@@ -41,3 +43,31 @@ def test_cold_user_gets_popular_items_only() -> None:
     ranked = top_n({}, popular=[(7, 3.0), (8, 2.0)], exclude={8}, n=5)
     assert [s.item for s in ranked] == [7]
     assert ranked[0].score == 1.0
+
+
+def test_sequence_scores_take_the_top_k_dot_products_without_excluded() -> None:
+    import numpy as np
+
+    from serving.ranking import sequence_scores
+
+    items = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]], dtype=np.float32)
+    user = np.array([1.0, 0.5], dtype=np.float32)
+    assert sequence_scores(user, items, k=2, exclude=set()) == {3: 2.0, 2: 1.5}
+    assert sequence_scores(user, items, k=2, exclude={3}) == {2: 1.5, 0: 1.0}
+    assert sequence_scores(np.zeros(2, dtype=np.float32), items, k=2, exclude=set()) == {}
+
+
+def test_blend_normalises_each_source_and_keeps_every_reason() -> None:
+    from serving.ranking import BlendWeights, blend
+
+    markov = markov_scores([MarkovRow(1, 4.0, [(2, 3.0), (3, 1.0)])], 10, 0.0, 1.0)
+    out = blend(markov, {3: 5.0, 4: 4.0}, [(4, 8.0), (5, 2.0)],
+                BlendWeights(markov=1.0, sequence=1.0, trending=0.5))
+    assert out[2].score == pytest.approx(1.0)  # best Markov candidate
+    assert out[3].score == pytest.approx(1 / 3 + 1.0)  # Markov 0.25/0.75 + best sequence
+    assert out[4].score == pytest.approx(math.exp(-1.0) + 0.5)
+    assert out[5].score == pytest.approx(0.5 * 0.25)
+    assert [r.kind for r in out[3].reasons] == ["markov", "sequence"]
+    assert [r.kind for r in out[4].reasons] == ["sequence", "trending"]
+    ranked = top_n(out, popular=[], exclude=set(), n=5)
+    assert [s.item for s in ranked] == [3, 2, 4, 5]  # 1.33, 1.0, 0.87, 0.125

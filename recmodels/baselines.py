@@ -1,0 +1,134 @@
+"""Count-based baselines: popularity and a first-order Markov chain.
+
+Both implement :class:`recmodels.interface.Recommender`; ``fit`` is a classmethod (training),
+``score`` is inference.
+
+* Popularity scores item ``j`` by how often it occurs in the sequences it was fit on.
+* Markov scores ``j`` by the raw count of transitions ``last -> j`` (``last`` = the last
+  item of the history) in the sequences it was fit on. Ties -- including every item of an
+  empty row or an empty history -- are broken by popularity: the score is
+  ``count(last, j) + pop(j) / (max pop + 1)``, so the popularity part is always < 1 and
+  never overrides a transition count.
+
+Fit policy used by the benchmarks (it reproduces the numbers of shared/data/README.md):
+popularity is fit on the training parts only; the Markov chain is fit on the sequences
+the stage's histories come from -- training parts for ``valid``, training + validation
+item for ``test`` -- i.e. it knows every transition it has observed by the time it
+predicts, like the streaming Markov state does. No target is ever counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from recmodels.split import LeaveOneOutSplit, Stage
+
+log = logging.getLogger(__name__)
+
+BaselineName = Literal["popularity", "markov"]
+
+
+def item_counts(sequences: Sequence[Sequence[int]], n_items: int) -> np.ndarray:
+    counts = np.zeros(n_items + 1, dtype=np.float64)
+    flat = [item for seq in sequences for item in seq]
+    if flat:
+        counts += np.bincount(np.asarray(flat, dtype=np.int64), minlength=n_items + 1)
+    counts[0] = 0.0
+    return counts
+
+
+class PopularityRecommender:
+    """Same ranking for everyone: item counts in the data it was fit on."""
+
+    def __init__(self, counts: np.ndarray) -> None:
+        self._counts = np.asarray(counts, dtype=np.float32)
+
+    @classmethod
+    def fit(cls, sequences: Sequence[Sequence[int]], n_items: int) -> PopularityRecommender:
+        return cls(item_counts(sequences, n_items))
+
+    @property
+    def n_items(self) -> int:
+        return len(self._counts) - 1
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._counts.copy()
+
+    def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        return np.broadcast_to(self._counts, (len(histories), len(self._counts)))
+
+
+class MarkovRecommender:
+    """First-order Markov chain over raw transition counts, stored as CSR rows."""
+
+    def __init__(self, indptr: np.ndarray, successors: np.ndarray, counts: np.ndarray,
+                 popularity: np.ndarray) -> None:
+        self._indptr = indptr
+        self._successors = successors
+        self._counts = counts.astype(np.float32)
+        pop = np.asarray(popularity, dtype=np.float64)
+        self._tiebreak = (pop / (pop.max() + 1.0)).astype(np.float32)
+
+    @classmethod
+    def fit(cls, sequences: Sequence[Sequence[int]], n_items: int,
+            popularity: np.ndarray | None = None) -> MarkovRecommender:
+        """Count ``a -> b`` for consecutive items; ``popularity`` (default: item counts of
+        ``sequences``) breaks ties."""
+        sources: list[int] = []
+        targets: list[int] = []
+        for seq in sequences:
+            sources.extend(seq[:-1])
+            targets.extend(seq[1:])
+        width = n_items + 1
+        if sources:
+            keys = np.asarray(sources, dtype=np.int64) * width + np.asarray(targets, np.int64)
+            unique, counts = np.unique(keys, return_counts=True)
+        else:
+            unique = np.empty(0, dtype=np.int64)
+            counts = np.empty(0, dtype=np.int64)
+        rows, successors = np.divmod(unique, width)
+        indptr = np.zeros(width + 1, dtype=np.int64)
+        np.add.at(indptr, rows + 1, 1)
+        indptr = np.cumsum(indptr)
+        pop = popularity if popularity is not None else item_counts(sequences, n_items)
+        log.info("markov fit transitions=%d distinct=%d", len(sources), len(unique))
+        return cls(indptr, successors, counts, pop)
+
+    @property
+    def n_items(self) -> int:
+        return len(self._indptr) - 2
+
+    def transitions(self, item: int) -> dict[int, int]:
+        lo, hi = self._indptr[item], self._indptr[item + 1]
+        return dict(zip(self._successors[lo:hi].tolist(),
+                        self._counts[lo:hi].astype(int).tolist(), strict=True))
+
+    def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        out = np.tile(self._tiebreak, (len(histories), 1))
+        for row, history in enumerate(histories):
+            if not history:
+                continue
+            last = history[-1]
+            if not 0 < last <= self.n_items:
+                continue
+            lo, hi = self._indptr[last], self._indptr[last + 1]
+            out[row, self._successors[lo:hi]] += self._counts[lo:hi]
+        return out
+
+
+def fit_baseline(name: BaselineName, split: LeaveOneOutSplit,
+                 stage: Stage) -> PopularityRecommender | MarkovRecommender:
+    """A baseline fit by the documented policy (see the module docstring) for ``stage``."""
+    train_only = split.training_sequences("valid")
+    popularity = item_counts(train_only, split.n_items)
+    if name == "popularity":
+        return PopularityRecommender(popularity)
+    if name == "markov":
+        return MarkovRecommender.fit(split.training_sequences(stage), split.n_items,
+                                     popularity=popularity)
+    raise ValueError(f"baseline: unknown model name {name!r} (popularity|markov)")

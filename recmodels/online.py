@@ -1,0 +1,102 @@
+"""The model a worker uses online, and its hot swap.
+
+Online item indexes are Redis indexes (0-based, ``sr:item:ids``); a model trained by the
+trainer has the vocabulary ``sr:item:ids`` in order, so model row = Redis index + 1. Items
+newer than the model have no row until the next version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recmodels.model_store import ModelStore, PublishedModel
+from recmodels.sasrec import SASRec, pad_histories
+from streamrec import metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OnlineModel:
+    version: str
+    model: SASRec
+    item_vectors: np.ndarray  # [n_items, d] float32; row i = Redis index i
+    created_at_ms: int
+    ndcg_at_10: float | None
+
+    @classmethod
+    def from_published(cls, published: PublishedModel) -> OnlineModel:
+        model = published.checkpoint.model("cpu")
+        vectors = model.item_emb.weight.detach()[1:].numpy().astype(np.float32, copy=True)
+        return cls(published.version, model, vectors, published.created_at_ms,
+                   published.metrics.get("ndcg@10"))
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_vectors.shape[0])
+
+    def user_vectors(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """``[len(sequences), d]``: the encoder's last hidden state for each Redis-index
+        sequence (items unknown to the model are left out; an empty one gives zeros)."""
+        n = self.n_items
+        rows = [[i + 1 for i in seq if i < n] for seq in sequences]
+        out = np.zeros((len(rows), self.item_vectors.shape[1]), dtype=np.float32)
+        present = [r for r, seq in enumerate(rows) if seq]
+        if not present:
+            return out
+        with torch.inference_mode():
+            seqs = pad_histories([rows[r] for r in present], self.model.config.max_len)
+            hidden = self.model.encode(seqs)[:, -1, :]
+        out[present] = hidden.float().numpy()
+        return out
+
+
+class ModelHolder:
+    """Keeps the current model; polls Redis for a new version and swaps it in without
+    pausing the agents (the load runs in a thread)."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self._store = store
+        self.current: OnlineModel | None = None
+        self._checking = asyncio.Lock()
+
+    @property
+    def version(self) -> str | None:
+        return self.current.version if self.current else None
+
+    async def refresh(self) -> bool:
+        """Load the published version when it differs from ours; True when swapped."""
+        if self._checking.locked():
+            return False
+        async with self._checking:
+            version = await self._store.current_version()
+            if version is None or version == self.version:
+                self._export()
+                return False
+            published = await self._store.load(version)
+            online = await asyncio.to_thread(OnlineModel.from_published, published)
+            previous = self.version
+            self.current = online
+            self._export(previous)
+            log.info("model swapped version=%s previous=%s items=%d", online.version,
+                     previous, online.n_items)
+            return True
+
+    def _export(self, previous: str | None = "") -> None:
+        online = self.current
+        if online is None:
+            return
+        if previous != online.version:
+            metrics.MODEL_VERSION.clear()
+        metrics.MODEL_VERSION.labels(version=online.version).set(1)
+        metrics.MODEL_AGE.set(max(0.0, time.time() - online.created_at_ms / 1000))
+        if online.ndcg_at_10 is not None:
+            metrics.MODEL_NDCG.set(online.ndcg_at_10)
+

@@ -1,0 +1,220 @@
+"""SASRec (Kang & McAuley 2018): causal self-attention over the last ``max_len`` items.
+
+Sequences are left-padded with index 0 and right-aligned, so the newest item always sits at
+the last position; positions are learned and counted from that end, which lets a batch be
+cut to its longest sequence without changing the result. Padding is masked explicitly:
+padded inputs are zeroed, padded keys are never attended to, padded outputs are zeroed.
+Item embeddings are shared by the input and the output layer (score = h . e_item).
+
+Training lives in :mod:`recmodels.training`; checkpoints in :mod:`recmodels.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+Norm = Literal["pre", "post"]
+Loss = Literal["ce", "sampled"]
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    """Every hyperparameter of SASRec: architecture, loss and training schedule.
+
+    The defaults are the configuration selected on the validation split of the Amazon
+    Games data (see the project's benchmark notes)."""
+
+    max_len: int = 50
+    hidden: int = 64
+    n_blocks: int = 2
+    n_heads: int = 1
+    ffn_mult: int = 1
+    dropout: float = 0.5
+    norm: Norm = "pre"
+    loss: Loss = "ce"
+    n_negatives: int = 1024  # only for loss="sampled": shared uniform negatives per batch
+    cpu_bf16: bool = True  # bf16 matmuls in the CPU full-softmax loss when the CPU has bf16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    max_epochs: int = 200
+    eval_every: int = 1
+    patience: int = 5  # evaluations without improvement before stopping
+    select_metric: str = "ndcg@10"
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.n_heads:
+            raise ValueError(f"SASRecConfig: hidden={self.hidden} is not divisible by "
+                             f"n_heads={self.n_heads}")
+        for name in ("max_len", "hidden", "n_blocks", "n_heads", "ffn_mult", "batch_size",
+                     "n_negatives", "max_epochs", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SASRecConfig: {name} must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"SASRecConfig: dropout must be in [0, 1), got {self.dropout}")
+        if self.norm not in ("pre", "post"):
+            raise ValueError(f"SASRecConfig: norm must be 'pre' or 'post', got {self.norm!r}")
+        if self.loss not in ("ce", "sampled"):
+            raise ValueError(f"SASRecConfig: loss must be 'ce' or 'sampled', got {self.loss!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SASRecConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"SASRecConfig: unknown hyperparameters {unknown}")
+        return cls(**values)
+
+
+class _Block(nn.Module):
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        d = config.hidden
+        self.n_heads = config.n_heads
+        self.dropout = config.dropout
+        self.pre = config.norm == "pre"
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.ln_attn = nn.LayerNorm(d, eps=1e-8)
+        self.ln_ffn = nn.LayerNorm(d, eps=1e-8)
+        self.ffn = nn.Sequential(nn.Linear(d, d * config.ffn_mult), nn.GELU(),
+                                 nn.Dropout(config.dropout), nn.Linear(d * config.ffn_mult, d))
+        self.drop = nn.Dropout(config.dropout)
+
+    def _attend(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).unbind(dim=2)
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=allowed,
+            dropout_p=self.dropout if self.training else 0.0)
+        out: torch.Tensor = self.drop(self.out(y.transpose(1, 2).reshape(b, t, d)))
+        return out
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor
+        if self.pre:
+            x = x + self._attend(self.ln_attn(x), allowed)
+            out = x + self.drop(self.ffn(self.ln_ffn(x)))
+        else:
+            x = self.ln_attn(x + self._attend(x, allowed))
+            out = self.ln_ffn(x + self.drop(self.ffn(x)))
+        return out
+
+
+class SASRec(nn.Module):
+    def __init__(self, n_items: int, config: SASRecConfig) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.config = config
+        d = config.hidden
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(config.max_len, d)
+        self.emb_drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.n_blocks))
+        self.final_ln = nn.LayerNorm(d, eps=1e-8) if config.norm == "pre" else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for name, param in self.named_parameters():
+            if param.dim() > 1:
+                nn.init.xavier_normal_(param)
+            elif name.endswith("bias"):
+                nn.init.zeros_(param)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` left-padded item indices (T <= max_len) -> hidden states ``[B, T, d]``
+        (zero at padded positions); position t sees positions <= t only."""
+        t = seqs.shape[1]
+        if t > self.config.max_len:
+            raise ValueError(f"SASRec.encode: sequence length {t} > max_len "
+                             f"{self.config.max_len}")
+        valid = seqs != 0
+        positions = torch.arange(self.config.max_len - t, self.config.max_len,
+                                 device=seqs.device)
+        x = self.item_emb(seqs) * math.sqrt(self.config.hidden) + self.pos_emb(positions)
+        x = self.emb_drop(x) * valid.unsqueeze(-1)
+        causal = torch.ones(t, t, dtype=torch.bool, device=seqs.device).tril()
+        eye = torch.eye(t, dtype=torch.bool, device=seqs.device)
+        # query i may attend to key j <= i when j is a real item; itself always (so a
+        # padded query never gets an empty row and NaNs); padded outputs are zeroed below
+        allowed = ((causal & valid[:, None, :]) | eye).unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, allowed) * valid.unsqueeze(-1)
+        out: torch.Tensor = self.final_ln(x) * valid.unsqueeze(-1)
+        return out
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for hidden states ``[..., d]`` -> ``[..., n_items + 1]``;
+        the padding column is -inf."""
+        out = hidden @ self.item_emb.weight.T
+        return out.index_fill(-1, torch.tensor([0], device=out.device), float("-inf"))
+
+    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+        return self.encode(seqs)
+
+
+def pad_histories(histories: Sequence[Sequence[int]], max_len: int,
+                  device: torch.device | None = None) -> torch.Tensor:
+    """Last ``max_len`` items of each history, left-padded with 0 to the longest row."""
+    width = max(1, min(max_len, max((len(h) for h in histories), default=1)))
+    out = torch.zeros((len(histories), width), dtype=torch.long)
+    for row, history in enumerate(histories):
+        tail = list(history[-width:])
+        if tail:
+            out[row, width - len(tail):] = torch.tensor(tail, dtype=torch.long)
+    return out.to(device) if device is not None else out
+
+
+class SASRecRecommender:
+    """Inference wrapper implementing :class:`recmodels.interface.Recommender`."""
+
+    def __init__(self, model: SASRec, batch_size: int = 1024) -> None:
+        self.model = model
+        self.batch_size = batch_size
+
+    @property
+    def n_items(self) -> int:
+        return self.model.n_items
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.model.item_emb.weight.detach()
+
+    def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``[len(histories), n_items + 1]`` float32 scores on the model's device; an empty
+        history gets all-zero scores (no preference)."""
+        was_training = self.model.training
+        self.model.eval()
+        out = torch.empty((len(histories), self.n_items + 1), device=self.device)
+        # similar lengths batched together: less padding, same scores
+        order = sorted(range(len(histories)), key=lambda i: len(histories[i]))
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(order), self.batch_size):
+                    rows = order[start:start + self.batch_size]
+                    seqs = pad_histories([histories[i] for i in rows],
+                                         self.model.config.max_len, self.device)
+                    last = self.model.encode(seqs)[:, -1, :]
+                    out[torch.tensor(rows, device=self.device)] = self.model.logits(last).float()
+        finally:
+            self.model.train(was_training)
+        return out

@@ -1,0 +1,58 @@
+"""HTTP on every worker (Faust's web server): /metrics, /healthz, and on serving workers
+GET /recommendations/{user_id}?n=10, the v1 message computed on demand."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from serving.recommender import Recommender
+from streamrec import metrics
+from streamrec.retry import TRANSIENT
+from streams.user_updates import UserUpdate
+
+MAX_N = 100
+CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0]
+
+
+def install_views(app: faust.App, role: str, recommender: Recommender | None,
+                  model_version: Callable[[], str | None]) -> None:
+    @app.page("/metrics")
+    async def metrics_view(self: View, request: Request) -> Response:
+        # aiohttp wants the charset apart from the content type
+        return self.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE)
+
+    @app.page("/healthz")
+    async def healthz(self: View, request: Request) -> Response:
+        ready = metrics.WORKER_READY._value.get() == 1
+        body = {"status": "ok" if ready else "starting", "role": role,
+                "model_version": model_version()}
+        return self.json(body, status=200 if ready else 503)
+
+    if recommender is None:
+        return
+
+    @app.page("/recommendations/{user_id}")
+    async def recommendations(self: View, request: Request, user_id: str) -> Response:
+        raw_n = request.query.get("n", "10")
+        try:
+            n = int(raw_n)
+        except ValueError:
+            n = 0
+        if not 1 <= n <= MAX_N:
+            return self.json({"error": f"query parameter 'n': expected an integer 1..{MAX_N}, "
+                                       f"got {raw_n!r}"}, status=400)
+        start = time.perf_counter()
+        try:
+            message: dict[str, Any] = (await recommender.recommend(
+                [UserUpdate(user_id=user_id, event_id="", ts=0)], n=n, remember=False))[0]
+        except TRANSIENT:
+            return self.json({"error": "redis unavailable"}, status=503)
+        message["trigger"] = {"event_id": None, "ts": None}
+        metrics.PULL_SECONDS.observe(time.perf_counter() - start)
+        return self.json(message)

@@ -1,0 +1,97 @@
+"""The trainer publishes a version from the live sequences; the running worker swaps it in
+within seconds (its version shows in the messages), and the Redis state equals that of a
+run without the swap."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from recmodels.datasets import synthetic_stream
+from streamrec.keys import Keys
+from streamrec.replay import publish
+from streams.dump import collect_state
+from tests.conftest import Pipeline, TopicReader, kafka_producer
+
+pytestmark = pytest.mark.e2e
+
+# views only: one input topic, so each user's order is the same in both runs (events of
+# one user spread over the three typed topics may interleave differently)
+EVENTS = [dataclasses.replace(e, type="view")
+          for e in synthetic_stream(4000, n_users=150, n_items=120, seed=5)]
+FIRST, SECOND = EVENTS[:3000], EVENTS[3000:]
+
+
+async def _applied(p: Pipeline) -> int:
+    redis = Redis.from_url(p.settings.redis.url)
+    try:
+        return int(await redis.hget(Keys(p.settings.redis.prefix).stats, "applied") or 0)
+    finally:
+        await redis.aclose()
+
+
+def _wait_applied(p: Pipeline, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while asyncio.run(_applied(p)) < n:
+        assert time.monotonic() < deadline, f"only {asyncio.run(_applied(p))} of {n} applied"
+        time.sleep(0.2)
+
+
+async def _state(p: Pipeline) -> dict:
+    redis = Redis.from_url(p.settings.redis.url)
+    try:
+        return await collect_state(redis, Keys(p.settings.redis.prefix),
+                                   p.settings.state.popularity_half_life_s)
+    finally:
+        await redis.aclose()
+
+
+def test_trainer_publishes_and_workers_swap_without_changing_state(
+        make_pipeline: Callable[..., Pipeline]) -> None:
+    swapped, plain = make_pipeline(), make_pipeline()
+    for p in (swapped, plain):
+        p.start_worker()
+        asyncio.run(publish(p.settings, FIRST, len(FIRST)))
+    _wait_applied(swapped, len(FIRST))
+
+    result = swapped.cli("trainer", "--once", "--time-budget", "20", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "published version=sasrec-0001" in result.stdout
+    published_at = time.monotonic()
+
+    # a new event after the swap: its list comes from the new version, within 10 s
+    reader = TopicReader(swapped.settings.kafka.bootstrap, swapped.settings.topics.recommendations)
+    producer = kafka_producer(swapped.settings.kafka.bootstrap)
+    version = None
+    while time.monotonic() - published_at < 10 and version != "sasrec-0001":
+        user = f"probe-{time.monotonic_ns()}"
+        producer.send(swapped.settings.topics.view, key=user.encode(), value=orjson.dumps(
+            {"user_id": user, "item_id": "item-3", "type": "view", "ts": EVENTS[0].ts}))
+        producer.flush()
+        got = reader.poll_until(lambda ms, u=user: any(
+            orjson.loads(m.value)["user_id"] == u for m in ms), 5)
+        version = next(orjson.loads(m.value)["model_version"] for m in got
+                       if orjson.loads(m.value)["user_id"] == user)
+    assert version == "sasrec-0001"
+    assert time.monotonic() - published_at < 10
+    reader.close()
+    producer.close()
+
+    for p in (swapped, plain):
+        asyncio.run(publish(p.settings, SECOND, len(SECOND)))
+    _wait_applied(plain, len(EVENTS))
+    _wait_applied(swapped, len(EVENTS) + 1)  # + the probe(s)
+    one, two = asyncio.run(_state(swapped)), asyncio.run(_state(plain))
+    probes = {u for u in one["users"] if u.startswith("probe-")}
+    assert probes
+    for u in probes:
+        del one["users"][u]
+    # the probes viewed item-3: remove their popularity share before comparing
+    one["popularity"].pop("item-3"), two["popularity"].pop("item-3")
+    assert one == two

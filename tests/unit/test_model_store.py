@@ -1,0 +1,50 @@
+"""Model versions as blobs (safetensors + JSON) and the online model's user vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recmodels.checkpoint import Checkpoint
+from recmodels.model_store import ModelStoreError, from_blobs, to_blobs
+from recmodels.online import OnlineModel
+from recmodels.sasrec import SASRec, SASRecConfig, pad_histories
+from recmodels.split import ItemVocab
+
+
+def _checkpoint() -> Checkpoint:
+    torch.manual_seed(0)
+    config = SASRecConfig(hidden=8, max_len=5, n_blocks=1)
+    vocab = ItemVocab(["a", "b", "c", "d"])
+    model = SASRec(vocab.n_items, config)
+    return Checkpoint(config, vocab, model.state_dict())
+
+
+def test_blobs_round_trip_gives_the_same_model() -> None:
+    checkpoint = _checkpoint()
+    weights, meta = to_blobs(checkpoint, "sasrec-0007", {"ndcg@10": 0.5}, 123)
+    back = from_blobs(weights, meta, "sr:model:sasrec-0007:meta")
+    assert (back.version, back.created_at_ms, back.metrics) == ("sasrec-0007", 123,
+                                                                {"ndcg@10": 0.5})
+    assert back.checkpoint.vocab == checkpoint.vocab
+    seqs = pad_histories([[1, 2], [3]], 5)
+    with torch.inference_mode():
+        assert torch.equal(checkpoint.model().encode(seqs), back.checkpoint.model().encode(seqs))
+
+
+def test_unreadable_blobs_name_the_key() -> None:
+    with pytest.raises(ModelStoreError, match="sr:model:x:meta"):
+        from_blobs(b"garbage", b"{}", "sr:model:x:meta")
+
+
+def test_online_user_vectors_map_redis_indexes_and_skip_unknown_items() -> None:
+    published = from_blobs(*to_blobs(_checkpoint(), "v1", {}, 0), where="k")
+    online = OnlineModel.from_published(published)
+    assert online.item_vectors.shape == (4, 8)
+    vectors = online.user_vectors([[0, 1], [0, 1, 99], [], [99]])
+    with torch.inference_mode():
+        expected = online.model.encode(pad_histories([[1, 2]], 5))[:, -1, :].numpy()
+    np.testing.assert_allclose(vectors[0], expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(vectors[1], expected[0], rtol=1e-5, atol=1e-6)
+    assert not vectors[2].any() and not vectors[3].any()

@@ -1,0 +1,256 @@
+"""SASRec model, loss, training and checkpoints, plus one suite run against every model."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from recmodels import checkpoint as checkpoint_module
+from recmodels.baselines import fit_baseline
+from recmodels.checkpoint import Checkpoint, CheckpointError, warm_start
+from recmodels.evaluation import EvalConfig, Evaluator
+from recmodels.interface import Recommender, recommend
+from recmodels.sasrec import SASRec, SASRecConfig, SASRecRecommender, pad_histories
+from recmodels.split import ItemVocab, LeaveOneOutSplit, leave_one_out
+from recmodels.training import full_softmax_loss, train, training_data
+
+N_ITEMS = 40
+TINY = SASRecConfig(max_len=8, hidden=32, n_blocks=1, n_heads=2, dropout=0.1, lr=5e-3,
+                    batch_size=32, max_epochs=8, patience=8, seed=3)
+
+
+def structured_split(n_users: int = 240, n_items: int = N_ITEMS, seed: int = 0,
+                     ) -> LeaveOneOutSplit:
+    """Users walk through the catalogue in steps of +1 or +3 (fixed per user), so the next
+    item follows from the last two: learnable by SASRec, not by popularity."""
+    rng = np.random.default_rng(seed)
+    seqs = {}
+    for u in range(n_users):
+        item, step = int(rng.integers(0, n_items)), 1 if u % 2 else 3
+        seq = []
+        for _ in range(int(rng.integers(5, 10))):
+            seq.append(str(item % n_items + 1))
+            item += step
+        seqs[f"u{u}"] = seq
+    return leave_one_out(seqs, ItemVocab([str(i) for i in range(1, n_items + 1)]))
+
+
+@pytest.fixture(scope="module")
+def split() -> LeaveOneOutSplit:
+    return structured_split()
+
+
+@pytest.fixture(scope="module")
+def trained(split: LeaveOneOutSplit) -> Checkpoint:
+    return train(split, TINY, device="cpu")
+
+
+def make_popularity(split: LeaveOneOutSplit, _: Checkpoint) -> Recommender:
+    return fit_baseline("popularity", split, "test")
+
+
+def make_markov(split: LeaveOneOutSplit, _: Checkpoint) -> Recommender:
+    return fit_baseline("markov", split, "test")
+
+
+def make_sasrec(_: LeaveOneOutSplit, ckpt: Checkpoint) -> Recommender:
+    return ckpt.recommender("cpu")
+
+
+MODELS: dict[str, Callable[[LeaveOneOutSplit, Checkpoint], Recommender]] = {
+    "popularity": make_popularity, "markov": make_markov, "sasrec": make_sasrec}
+
+
+@pytest.fixture(params=sorted(MODELS))
+def model(request: pytest.FixtureRequest, split: LeaveOneOutSplit,
+          trained: Checkpoint) -> Iterator[Recommender]:
+    yield MODELS[request.param](split, trained)
+
+
+# ---- one suite, every recommender ---------------------------------------------------------
+
+HISTORIES = [[1, 2, 3], [7], [], [40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30]]
+
+
+def test_scores_have_one_column_per_item_plus_padding(model: Recommender) -> None:
+    scores = torch.as_tensor(np.asarray(model.score(HISTORIES)))
+    assert scores.shape == (len(HISTORIES), N_ITEMS + 1)
+    assert torch.isfinite(scores[:, 1:]).all()
+
+
+def test_excluded_and_seen_items_never_come_back(model: Recommender) -> None:
+    exclude = [[4, 5, 6], [8, 9], [1, 2], [29, 28]]
+    for k in (1, 5, 20):
+        recs = recommend(model, HISTORIES, k=k, exclude=exclude)
+        for history, banned, rec in zip(HISTORIES, exclude, recs, strict=True):
+            items = [i for i, _ in rec]
+            assert len(items) == k
+            assert len(set(items)) == k
+            assert not set(items) & (set(history) | set(banned))
+            assert all(1 <= i <= N_ITEMS for i in items)
+            scores = [s for _, s in rec]
+            assert scores == sorted(scores, reverse=True)
+
+
+def test_scores_do_not_depend_on_the_rest_of_the_batch(model: Recommender) -> None:
+    together = torch.as_tensor(np.asarray(model.score(HISTORIES)))
+    for row, history in enumerate(HISTORIES):
+        alone = torch.as_tensor(np.asarray(model.score([history])))[0]
+        assert torch.allclose(alone[1:], together[row, 1:], atol=1e-5)
+
+
+def test_every_model_is_evaluated_through_the_same_interface(model: Recommender,
+                                                             split: LeaveOneOutSplit) -> None:
+    m = Evaluator(split, EvalConfig(n_negatives=20)).evaluate(model, "test", "sampled")
+    assert 0.0 <= m["ndcg@10"] <= m["hr@10"] <= 1.0
+    assert m["users"] == len(split.eval_users)
+
+
+# ---- SASRec --------------------------------------------------------------------------------
+
+def test_training_smoke_finite_loss_and_better_than_untrained(
+        split: LeaveOneOutSplit, trained: Checkpoint) -> None:
+    assert trained.history, "no epoch ran"
+    assert all(math.isfinite(row["loss"]) for row in trained.history)
+    assert trained.history[-1]["loss"] < trained.history[0]["loss"]
+    evaluator = Evaluator(split, EvalConfig(ks=(10,)))
+    torch.manual_seed(TINY.seed)
+    untrained = SASRecRecommender(SASRec(split.n_items, TINY))
+    before = evaluator.evaluate(untrained, "valid", "full")
+    after = evaluator.evaluate(trained.recommender(), "valid", "full")
+    assert after["ndcg@10"] > before["ndcg@10"] + 0.2
+    assert after["hr@10"] > 0.6
+    assert 1 <= trained.meta["best_epoch"] <= len(trained.history)
+    assert trained.meta["best_valid"] == max(r["valid_ndcg@10"] for r in trained.history)
+
+
+def test_checkpoint_round_trip_gives_identical_scores(trained: Checkpoint,
+                                                      tmp_path: Path) -> None:
+    trained.save(tmp_path / "ckpt")
+    loaded = Checkpoint.load(tmp_path / "ckpt")
+    assert loaded.config == trained.config
+    assert loaded.vocab == trained.vocab
+    assert loaded.history == trained.history
+    assert torch.equal(trained.recommender().score(HISTORIES),
+                       loaded.recommender().score(HISTORIES))
+
+
+def test_checkpoint_without_safetensors_uses_a_weights_only_state_dict(
+        trained: Checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoint_module, "_st_save", None)
+    trained.save(tmp_path)
+    assert (tmp_path / "model.pt").exists()
+    loaded = Checkpoint.load(tmp_path)
+    assert torch.equal(trained.recommender().score(HISTORIES),
+                       loaded.recommender().score(HISTORIES))
+
+
+def test_loading_a_broken_checkpoint_names_the_problem(trained: Checkpoint,
+                                                       tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"checkpoint\.json"):
+        Checkpoint.load(tmp_path)
+    trained.save(tmp_path)
+    meta = (tmp_path / "checkpoint.json").read_text()
+    (tmp_path / "checkpoint.json").write_text(meta.replace('"items": ["1", ', '"items": ['))
+    with pytest.raises(CheckpointError, match="shape"):
+        Checkpoint.load(tmp_path)
+
+
+def test_warm_start_keeps_known_items_and_adds_fresh_rows(trained: Checkpoint) -> None:
+    vocab = trained.vocab.extended(["new-a", "new-b"])
+    model = warm_start(trained, vocab, seed=0)
+    old = trained.model()
+    assert model.n_items == N_ITEMS + 2
+    assert torch.equal(model.item_emb.weight[1:N_ITEMS + 1], old.item_emb.weight[1:])
+    assert not torch.equal(model.item_emb.weight[N_ITEMS + 1], torch.zeros(TINY.hidden))
+    # the model of the old items is unchanged: same scores on old items
+    histories = [[1, 2, 3], [10, 11]]
+    before = SASRecRecommender(old).score(histories)
+    after = SASRecRecommender(model).score(histories)
+    assert torch.allclose(before, after[:, : N_ITEMS + 1], atol=1e-5)
+
+
+def test_warm_start_matches_items_by_id_not_by_position(trained: Checkpoint) -> None:
+    reordered = ItemVocab(list(reversed(trained.vocab.items)))
+    model = warm_start(trained, reordered)
+    old = trained.model()
+    item = "7"
+    assert torch.equal(model.item_emb.weight[reordered.index(item)],
+                       old.item_emb.weight[trained.vocab.index(item)])
+
+
+def test_attention_is_causal_and_ignores_left_padding() -> None:
+    torch.manual_seed(0)
+    model = SASRec(N_ITEMS, TINY).eval()
+    seqs = torch.tensor([[0, 0, 5, 6, 7, 8]])
+    changed = torch.tensor([[0, 0, 5, 6, 7, 30]])
+    with torch.no_grad():
+        a, b = model.encode(seqs), model.encode(changed)
+        assert torch.allclose(a[:, :5], b[:, :5], atol=1e-6)  # future item invisible
+        assert not torch.allclose(a[:, 5], b[:, 5])
+        assert torch.equal(a[:, :2], torch.zeros_like(a[:, :2]))  # padded outputs
+        shorter = model.encode(torch.tensor([[5, 6, 7, 8]]))
+        assert torch.allclose(a[:, -1], shorter[:, -1], atol=1e-5)  # padding width free
+
+
+def test_pad_histories_keeps_the_last_items_right_aligned() -> None:
+    out = pad_histories([[1, 2, 3, 4, 5], [9]], max_len=3)
+    assert out.tolist() == [[3, 4, 5], [0, 0, 9]]
+
+
+def test_fused_cpu_loss_equals_plain_cross_entropy() -> None:
+    torch.manual_seed(0)
+    model = SASRec(N_ITEMS, TINY)
+    hidden = torch.randn(37, TINY.hidden, requires_grad=True)
+    targets = torch.randint(1, N_ITEMS + 1, (37,))
+    loss = full_softmax_loss(model, hidden, targets, chunk=8)
+    loss.backward()
+    grads = hidden.grad.clone(), model.item_emb.weight.grad.clone()
+    hidden.grad, model.item_emb.weight.grad = None, None
+    logits = hidden @ model.item_emb.weight.T
+    reference = F.cross_entropy(logits[:, 1:], targets - 1)
+    reference.backward()
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    assert torch.allclose(grads[0], hidden.grad, atol=1e-6)
+    assert torch.allclose(grads[1], model.item_emb.weight.grad, atol=1e-6)
+    assert torch.count_nonzero(grads[1][0]) == 0  # padding row never learns
+
+
+def test_sampled_softmax_option_trains_with_finite_loss(split: LeaveOneOutSplit) -> None:
+    config = SASRecConfig(**{**TINY.to_dict(), "loss": "sampled", "n_negatives": 16,
+                             "max_epochs": 2})
+    ckpt = train(split, config, device="cpu")
+    assert all(math.isfinite(r["loss"]) for r in ckpt.history)
+    assert len(ckpt.history) == 2
+
+
+def test_time_budget_stops_training_before_an_epoch_that_would_overrun(
+        split: LeaveOneOutSplit) -> None:
+    ticks = itertools.count(step=10.0)  # every clock read: +10 s
+    ckpt = train(split, TINY, time_budget_s=100.0, device="cpu",
+                 clock=lambda: float(next(ticks)))
+    assert 1 <= len(ckpt.history) < TINY.max_epochs
+
+
+def test_training_examples_shift_by_one_and_keep_the_last_max_len() -> None:
+    data = training_data([[1, 2, 3], [5], list(range(1, 13))], max_len=4)
+    assert data.inputs.tolist() == [[0, 0, 1, 2], [8, 9, 10, 11]]
+    assert data.targets.tolist() == [[0, 0, 2, 3], [9, 10, 11, 12]]
+    assert data.lengths.tolist() == [2, 4]
+
+
+def test_config_rejects_bad_values_and_unknown_keys() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        SASRecConfig(hidden=10, n_heads=3)
+    with pytest.raises(ValueError, match="dropout"):
+        SASRecConfig(dropout=1.0)
+    with pytest.raises(ValueError, match="unknown hyperparameters"):
+        SASRecConfig.from_dict({"hiden": 64})
+    assert SASRecConfig.from_dict(TINY.to_dict()) == TINY
