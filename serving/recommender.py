@@ -10,6 +10,7 @@ import numpy as np
 from recmodels.online import ModelHolder, OnlineModel
 from serving.catalog import ItemCatalog
 from serving.coverage import CoverageWindow
+from serving.diversity import mmr
 from serving.message import recommendation
 from serving.ranking import (
     BlendWeights,
@@ -78,8 +79,13 @@ class Recommender:
                                        exclude) if model is not None and vectors else {}
             candidates = blend(markov, sequence, trending if user.sequence else [],
                                self._weights)
-            ranked.append((user.user_id,
-                           top_n(candidates, snap.popular, exclude, n or cfg.top_n)))
+            size = n or cfg.top_n
+            if model is not None and cfg.diversity_lambda < 1.0:
+                pool = top_n(candidates, snap.popular, exclude, size * cfg.diversity_pool)
+                items = mmr(pool, model.item_vectors, cfg.diversity_lambda, size)
+            else:
+                items = top_n(candidates, snap.popular, exclude, size)
+            ranked.append((user.user_id, items))
         highest = max((max(s.item, *(r.after or 0 for r in s.reasons))
                        for _, items in ranked for s in items), default=-1)
         ids = await self._catalog.ensure(highest)

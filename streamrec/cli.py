@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any
 from pathlib import Path
 
 from streamrec import logs
@@ -89,7 +90,8 @@ def _items(args: argparse.Namespace, settings: Settings) -> int:
                 await redis.sadd(key, *args.ids)
             elif args.action == "unblock":
                 await redis.srem(key, *args.ids)
-            return sorted(x.decode() for x in await redis.smembers(key))
+            members: set[Any] = await redis.smembers(key)  # type: ignore[misc]
+            return sorted(x.decode() for x in members)
         finally:
             await redis.aclose()
 

@@ -77,6 +77,9 @@ class ServingSettings(BaseModel):
     weight_trending: float = Field(default=0.1, ge=0, description="blend weight of trending")
     sequence_candidates: int = Field(default=100, ge=1, description="top-k by user vector")
     trending_candidates: int = Field(default=20, ge=0, description="trending items blended")
+    diversity_lambda: float = Field(
+        default=1.0, ge=0, le=1, description="MMR: 1 = relevance only, lower = more diverse")
+    diversity_pool: int = Field(default=3, ge=1, description="MMR picks n from n * pool")
     model_poll_s: float = Field(default=1.0, gt=0, description="check for a new model so often")
     served_ttl_s: int = Field(default=7 * 86400, ge=1, description="keep served lists so long")
     coverage_window_s: float = Field(default=600.0, gt=0, description="served coverage window")
