@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from streamrec import logs
 from streamrec.errors import StreamrecError
