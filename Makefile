@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test unit integration demo lint typecheck stack-up stack-down clean
+.PHONY: help venv test unit integration demo ops-check lint typecheck stack-up stack-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ integration: $(STAMP) ## integration and e2e tests (real Tansu broker + redis-se
 
 demo: $(STAMP) ## embedded stack + worker + MovieLens replay with live recommendations
 	$(VENV)/bin/streamrec demo
+
+ops-check: $(STAMP) ## Prometheus/Grafana/compose checks (promtool, schema, live dashboard)
+	$(PY) -m pytest -q tests/integration/test_ops_config.py
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .

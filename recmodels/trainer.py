@@ -30,6 +30,7 @@ from serving.state_reader import decode_sequence
 from streamrec import metrics
 from streamrec.clients import aiokafka_options, redis_client
 from streamrec.keys import Keys
+from streamrec.retry import probe_redis
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,18 @@ class Trainer:
         finally:
             await producer.stop()
 
+    async def _probe(self) -> None:
+        redis = redis_client(self.settings.redis)
+        try:
+            while True:
+                await probe_redis(redis)
+                await asyncio.sleep(5)
+        finally:
+            await redis.aclose()
+
     async def run_forever(self, interval_s: float) -> None:
-        while True:
+        probe = asyncio.create_task(self._probe())
+        while not probe.done():
             try:
                 result = await self.run_once()
                 log.info("trainer round outcome=%s version=%s new=%s current=%s "

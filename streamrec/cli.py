@@ -133,6 +133,29 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return evaluate_main(args.data, args.format, args.model, args.checkpoint, args.json_out)
 
 
+def _replay_eval(args: argparse.Namespace, settings: Settings) -> int:
+    import json  # noqa: PLC0415
+
+    from streamrec.replay_eval import ReplayEval, load_events  # noqa: PLC0415
+
+    sources = ["hybrid", "markov", "sequence", "popularity"] if args.sources == ["all"] \
+        else args.sources
+    events = load_events(args.data, args.format)
+    if args.events:
+        events = events[:args.events]
+    report = ReplayEval(events, args.limit, args.rate, sources, args.train_budget).run()
+    text = json.dumps(report, indent=2)
+    Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json_out).write_text(text)
+    print(f"{'source':<12}{'hr@10':>8}{'ndcg@10':>9}{'coverage':>10}{'fresh p50':>11}"
+          f"{'fresh p99':>11}{'lists':>8}")
+    for source, row in report["sources"].items():
+        print(f"{source:<12}{row['hr@10']:>8.4f}{row['ndcg@10']:>9.4f}{row['coverage']:>10.4f}"
+              f"{row['freshness_p50_s']:>10.3f}s{row['freshness_p99_s']:>10.3f}s"
+              f"{row['scored_lists']:>8}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamrec", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -197,6 +220,19 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", help="checkpoint folder (sasrec)")
     evaluate.add_argument("--json-out", required=True)
     evaluate.set_defaults(func=_evaluate)
+
+    rep = sub.add_parser("replay-eval", help="prequential evaluation through the live pipeline")
+    rep.add_argument("--data", required=True)
+    rep.add_argument("--format", choices=["seq", "ml100k"], required=True)
+    rep.add_argument("--events", type=int, help="use only the first N events of the data")
+    rep.add_argument("--limit", type=int, default=20_000, help="events replayed (the last N)")
+    rep.add_argument("--rate", type=float, default=500.0, help="events per second replayed")
+    rep.add_argument("--sources", nargs="+", default=["all"],
+                     choices=["all", "hybrid", "markov", "sequence", "popularity"])
+    rep.add_argument("--train-budget", type=float, default=300.0,
+                     help="seconds to train SASRec on the events before the replayed part")
+    rep.add_argument("--json-out", required=True)
+    rep.set_defaults(func=_replay_eval)
 
     demo = sub.add_parser("demo", help="embedded stack + worker + MovieLens replay, live output")
     demo.add_argument("--users", type=int, default=100, help="stop after this many users")

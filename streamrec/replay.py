@@ -42,40 +42,62 @@ def event_payload(event: Interaction) -> bytes:
                          "item_id": event.item_id, "type": event.type, "ts": event.ts})
 
 
+class EventPublisher:
+    """One producer for many sends: events go to their typed topic, keyed by user."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._topics = {"view": settings.topics.view, "click": settings.topics.click,
+                        "purchase": settings.topics.purchase}
+        self._producer = AIOKafkaProducer(**aiokafka_options(settings.kafka), linger_ms=5,
+                                          max_batch_size=256 * 1024)
+
+    async def __aenter__(self) -> EventPublisher:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._producer.stop()
+
+    async def send(self, event: Interaction) -> asyncio.Future[object]:
+        """Hand one event to the producer; the returned future completes on delivery."""
+        future: asyncio.Future[object] = await self._producer.send(
+            self._topics[event.type], event_payload(event), key=event.user_id.encode())
+        return future
+
+    async def send_all(self, events: Iterable[Interaction]) -> int:
+        pending = [await self.send(e) for e in events]
+        await asyncio.gather(*pending)
+        return len(pending)
+
+
 async def publish(settings: Settings, events: Iterable[Interaction], total: int,
                   rate: float | None = None, progress: bool = False) -> int:
     """Publish events to the typed input topics, keyed by user; returns the count."""
-    topics = {"view": settings.topics.view, "click": settings.topics.click,
-              "purchase": settings.topics.purchase}
-    producer = AIOKafkaProducer(**aiokafka_options(settings.kafka), linger_ms=5,
-                                max_batch_size=256 * 1024)
-    await producer.start()
     bar = tqdm(total=total, unit="ev", file=sys.stderr, disable=not progress)
     sent = 0
     start = time.perf_counter()
-    pending = []
+    pending: list[asyncio.Future[object]] = []
     try:
-        for event in events:
-            pending.append(await producer.send(topics[event.type], event_payload(event),
-                                               key=event.user_id.encode()))
-            sent += 1
-            if len(pending) >= 1000:
-                await asyncio.gather(*pending)
-                bar.update(len(pending))
-                pending.clear()
-            if rate:
-                ahead = sent / rate - (time.perf_counter() - start)
-                if ahead > 0.002:
-                    await asyncio.sleep(ahead)
-                    if pending:
-                        await asyncio.gather(*pending)
-                        bar.update(len(pending))
-                        pending.clear()
-        await asyncio.gather(*pending)
-        bar.update(len(pending))
+        async with EventPublisher(settings) as publisher:
+            for event in events:
+                pending.append(await publisher.send(event))
+                sent += 1
+                if len(pending) >= 1000:
+                    await asyncio.gather(*pending)
+                    bar.update(len(pending))
+                    pending.clear()
+                if rate:
+                    ahead = sent / rate - (time.perf_counter() - start)
+                    if ahead > 0.002:
+                        await asyncio.sleep(ahead)
+                        if pending:
+                            await asyncio.gather(*pending)
+                            bar.update(len(pending))
+                            pending.clear()
+            await asyncio.gather(*pending)
+            bar.update(len(pending))
     finally:
         bar.close()
-        await producer.stop()
     return sent
 
 

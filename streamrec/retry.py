@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
@@ -16,6 +16,17 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TRANSIENT = (ConnectionError, TimeoutError, BusyLoadingError, OSError)
+
+
+async def probe_redis(redis: Any) -> bool:
+    """One PING; sets ``streamrec_redis_up`` (so idle processes report Redis too)."""
+    try:
+        await redis.ping()
+    except TRANSIENT:
+        metrics.REDIS_UP.set(0)
+        return False
+    metrics.REDIS_UP.set(1)
+    return True
 
 
 async def redis_call(op: str, fn: Callable[[], Awaitable[T]], max_backoff_s: float = 2.0) -> T:

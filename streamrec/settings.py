@@ -107,6 +107,8 @@ class WorkerSettings(BaseModel):
     rebalance_timeout_s: float = 5.0
     session_timeout_s: float = 10.0
     data_dir: str = ".run/faust"
+    offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest", description="where a new consumer group starts reading")
     lag_interval_s: float = Field(default=5.0, gt=0, description="consumer lag export period")
     topic_check_interval_s: float = Field(
         default=5.0, gt=0, description="how often the stream worker checks its topics exist")

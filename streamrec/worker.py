@@ -26,7 +26,7 @@ from streamrec.clients import kafka_ssl_context, redis_client
 from streamrec.errors import StreamrecError
 from streamrec.faust_transport import App
 from streamrec.keys import Keys
-from streamrec.retry import redis_call
+from streamrec.retry import probe_redis, redis_call
 from streamrec.settings import Settings
 from streamrec.topics import ensure_topics
 from streamrec.watermarks import reset_watermarks
@@ -86,7 +86,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
         web_host=settings.worker.web_host,
         datadir=w.data_dir,
         autodiscover=False,
-        consumer_auto_offset_reset="earliest",
+        consumer_auto_offset_reset=w.offset_reset,
     )
     t = settings.topics
     keys = Keys(settings.redis.prefix)
@@ -154,6 +154,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
     @app.timer(interval=w.lag_interval_s)  # type: ignore[untyped-decorator]
     async def export_consumer_lag() -> None:
         await _export_lag(app)
+        await probe_redis(redis)
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _ready(sender: Any, **kwargs: Any) -> None:

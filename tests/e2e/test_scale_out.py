@@ -1,0 +1,101 @@
+"""Two stream workers and two serving workers share 4 partitions (consumer-group
+rebalancing) and end with the same Redis state as one worker."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from infra.processes import WorkerProcess
+from recmodels.datasets import read_seq_stream, synthetic_stream
+from streamrec.keys import Keys
+from streamrec.replay import publish
+from streams.dump import collect_state
+from tests.conftest import SHARED_DATA, Pipeline
+
+pytestmark = pytest.mark.e2e
+
+N = 8000
+
+
+def _events() -> list:
+    games = SHARED_DATA / "games" / "Video.txt"
+    if games.is_file():
+        return read_seq_stream(games)[:N]
+    return [dataclasses.replace(e, type="view") for e in synthetic_stream(N)]
+
+
+async def _stat(p: Pipeline) -> int:
+    redis = Redis.from_url(p.settings.redis.url)
+    try:
+        return int(await redis.hget(Keys(p.settings.redis.prefix).stats, "applied") or 0)
+    finally:
+        await redis.aclose()
+
+
+async def _state(p: Pipeline) -> dict:
+    redis = Redis.from_url(p.settings.redis.url)
+    try:
+        return await collect_state(redis, Keys(p.settings.redis.prefix),
+                                   p.settings.state.popularity_half_life_s)
+    finally:
+        await redis.aclose()
+
+
+def _metrics(worker: WorkerProcess) -> str:
+    port = worker.env["STREAMREC_METRICS__PORT"]
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
+def _partitions(worker: WorkerProcess, topic: str) -> set[str]:
+    found = set()
+    for line in _metrics(worker).splitlines():
+        if line.startswith("streamrec_consumer_lag_messages{") and f'topic="{topic}"' in line:
+            found.add(line.split('partition="')[1].split('"')[0])
+    return found
+
+
+def _counter(worker: WorkerProcess, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in _metrics(worker).splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+def test_two_plus_two_workers_share_partitions_and_match_one_worker(
+        make_pipeline: Callable[..., Pipeline]) -> None:
+    events = _events()
+    many = make_pipeline(kafka={"partitions": 4}, worker={"lag_interval_s": 1.0})
+    one = make_pipeline(kafka={"partitions": 4})
+    stream = [many.start_worker(role="stream"), many.start_worker(role="stream")]
+    serving = [many.start_worker(role="serving"), many.start_worker(role="serving")]
+    one.start_worker(role="all")
+    # let the groups settle: each stream worker owns some streamrec.events partitions
+    t = many.settings.topics
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        owned = [_partitions(w, t.events) for w in stream]
+        if all(owned) and set.union(*owned) == {"0", "1", "2", "3"}:
+            break
+        time.sleep(0.5)
+    assert all(owned), f"each stream worker owns partitions: {owned}"
+    assert not owned[0] & owned[1]
+    assert owned[0] | owned[1] == {"0", "1", "2", "3"}
+
+    for p in (many, one):
+        asyncio.run(publish(p.settings, events, len(events)))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if asyncio.run(_stat(many)) >= N and asyncio.run(_stat(one)) >= N:
+            break
+        time.sleep(0.5)
+    time.sleep(2)
+    assert asyncio.run(_stat(many)) == asyncio.run(_stat(one)) == N
+    assert asyncio.run(_state(many)) == asyncio.run(_state(one))
+    assert all(_counter(w, "streamrec_recommendations_total") > 0 for w in serving), \
+        "both serving workers published lists"
+    assert all(_counter(w, "streamrec_events_total") > 0 for w in stream)
