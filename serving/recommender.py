@@ -68,7 +68,8 @@ class Recommender:
         cfg = self._settings
         snap = await self._reader.read(list(latest))
         model = self._models.current if self._models is not None else None
-        vectors = _user_vectors(snap.users, model) if model is not None else None
+        use_sequence = model is not None and self._weights.sequence > 0
+        vectors = _user_vectors(snap.users, model) if use_sequence and model else None
         trending = snap.popular[:cfg.trending_candidates]
         ranked: list[tuple[str, list[Scored]]] = []
         for row, user in enumerate(snap.users):

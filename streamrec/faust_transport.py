@@ -13,13 +13,10 @@ import faust
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TransportT
 
-FETCH_MAX_WAIT_MS = 20
-
-
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 20)
         return consumer
 
 
@@ -33,5 +30,7 @@ class _Transport(driver.Transport):
 
 
 class App(faust.App):
+    fetch_max_wait_ms: int = 20
+
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)

@@ -107,6 +107,8 @@ class WorkerSettings(BaseModel):
     rebalance_timeout_s: float = 5.0
     session_timeout_s: float = 10.0
     data_dir: str = ".run/faust"
+    fetch_max_wait_ms: int = Field(default=20, ge=1, le=1500,
+                                   description="longest a fetch waits for data (latency)")
     offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="where a new consumer group starts reading")
     lag_interval_s: float = Field(default=5.0, gt=0, description="consumer lag export period")

@@ -88,6 +88,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
         autodiscover=False,
         consumer_auto_offset_reset=w.offset_reset,
     )
+    app.fetch_max_wait_ms = w.fetch_max_wait_ms
     t = settings.topics
     keys = Keys(settings.redis.prefix)
     redis = redis_client(settings.redis)
