@@ -83,8 +83,8 @@ async def offer_load(settings: Settings, rate: float, seconds: float) -> list[fl
     task = asyncio.create_task(collect(stop))
     start = time.perf_counter()
     async with EventPublisher(settings) as publisher:
-        for i, event in enumerate(events):
-            event = dataclasses.replace(event, ts=int(time.time() * 1000))
+        for i, planned in enumerate(events):
+            event = dataclasses.replace(planned, ts=int(time.time() * 1000))
             sent[event.event_id] = time.time()
             await publisher.send(event)
             ahead = (i + 1) / rate - (time.perf_counter() - start)

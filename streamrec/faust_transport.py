@@ -13,6 +13,7 @@ import faust
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TransportT
 
+
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
