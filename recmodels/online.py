@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recmodels.model_store import ModelStore, PublishedModel
+from recmodels.model_store import ModelStore, ModelStoreError, PublishedModel
 from recmodels.sasrec import SASRec, pad_histories
 from streamrec import metrics
 
@@ -66,6 +66,7 @@ class ModelHolder:
         self._store = store
         self.current: OnlineModel | None = None
         self._checking = asyncio.Lock()
+        self._unloadable: str | None = None  # a version that failed: not retried, logged once
 
     @property
     def version(self) -> str | None:
@@ -77,11 +78,17 @@ class ModelHolder:
             return False
         async with self._checking:
             version = await self._store.current_version()
-            if version is None or version == self.version:
+            if version is None or version in (self.version, self._unloadable):
                 self._export()
                 return False
-            published = await self._store.load(version)
-            online = await asyncio.to_thread(OnlineModel.from_published, published)
+            try:
+                published = await self._store.load(version)
+                online = await asyncio.to_thread(OnlineModel.from_published, published)
+            except ModelStoreError as exc:
+                self._unloadable = version
+                log.error("model version %s cannot be loaded, keeping %s: %s", version,
+                          self.version, exc)
+                return False
             previous = self.version
             self.current = online
             self._export(previous)

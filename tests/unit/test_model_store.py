@@ -48,3 +48,28 @@ def test_online_user_vectors_map_redis_indexes_and_skip_unknown_items() -> None:
     np.testing.assert_allclose(vectors[0], expected[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(vectors[1], expected[0], rtol=1e-5, atol=1e-6)
     assert not vectors[2].any() and not vectors[3].any()
+
+
+def test_an_unloadable_version_is_kept_out_and_reported_once(caplog) -> None:
+    import asyncio
+    import logging
+
+    from recmodels.online import ModelHolder
+
+    class Store:
+        loads = 0
+
+        async def current_version(self) -> str:
+            return "broken-1"
+
+        async def load(self, version: str):
+            Store.loads += 1
+            return from_blobs(b"garbage", b"{}", f"sr:model:{version}:meta")
+
+    holder = ModelHolder(Store())  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR):
+        for _ in range(3):
+            assert asyncio.run(holder.refresh()) is False
+    assert holder.current is None
+    assert Store.loads == 1
+    assert sum("broken-1" in r.message for r in caplog.records) == 1
