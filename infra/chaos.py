@@ -27,7 +27,7 @@ from recmodels.datasets import Interaction
 from streamrec.errors import StreamrecError
 from streamrec.keys import Keys
 from streamrec.replay import publish
-from streamrec.settings import Settings
+from streamrec.settings import Settings, settings_env
 from streams.dump import collect_state
 
 log = logging.getLogger(__name__)
@@ -60,17 +60,6 @@ def _settings_values(bootstrap: str, redis_url: str, tag: str) -> dict[str, Any]
             "model_updates")},
         "worker": {"app_id": f"chaos-{tag}"},
     }
-
-
-def _env(values: dict[str, Any], prefix: str = "STREAMREC_") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key.upper()}"
-        if isinstance(value, dict):
-            out.update(_env(value, name + "__"))
-        else:
-            out[name] = str(value)
-    return out
 
 
 def diff_states(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -117,7 +106,7 @@ class ChaosRunner:
         work = self.run_dir / f"{name}-{tag}"
         values["worker"]["data_dir"] = str(work / "faust")
         settings = Settings.model_validate(values)
-        env = dict(os.environ, **_env(values), STREAMREC_METRICS__PORT="0")
+        env = dict(os.environ, **settings_env(values), STREAMREC_METRICS__PORT="0")
         asyncio.run(publish(settings, self.events, len(self.events)))
         report = RunReport(name=name, seconds=0.0, applied=0)
         worker = WorkerProcess(env, work, role="stream", name="stream")

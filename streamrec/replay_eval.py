@@ -38,7 +38,7 @@ from streamrec.clients import aiokafka_options
 from streamrec.errors import DataError, StreamrecError
 from streamrec.keys import Keys
 from streamrec.replay import EventPublisher, publish
-from streamrec.settings import Settings
+from streamrec.settings import Settings, settings_env
 
 log = logging.getLogger(__name__)
 
@@ -128,22 +128,12 @@ class ReplayEval:
             values["worker"]["offset_reset"] = "latest"  # skip the warm-up's updates
         return values
 
-    def _env(self, values: dict[str, Any], prefix: str = "STREAMREC_") -> dict[str, str]:
-        out: dict[str, str] = {}
-        for key, value in values.items():
-            name = f"{prefix}{key.upper()}"
-            if isinstance(value, dict):
-                out.update(self._env(value, name + "__"))
-            else:
-                out[name] = str(value)
-        return out
-
     def run(self) -> dict[str, Any]:
         self.stack.up(kafka_port=self.kafka_port, redis_port=self.redis_port)
         workers: list[WorkerProcess] = []
         try:
             base = Settings.model_validate(self._values())
-            env = dict(os.environ, **self._env(self._values()), STREAMREC_METRICS__PORT="0")
+            env = dict(os.environ, **settings_env(self._values()), STREAMREC_METRICS__PORT="0")
             stream = WorkerProcess(env, self.run_dir, role="stream", name="stream")
             workers.append(stream.start())
             stream.wait_ready()
@@ -153,7 +143,7 @@ class ReplayEval:
             trained = asyncio.run(self._train(base))
             for source in self.sources:
                 values = self._values(source)
-                w = WorkerProcess(dict(os.environ, **self._env(values),
+                w = WorkerProcess(dict(os.environ, **settings_env(values),
                                        STREAMREC_METRICS__PORT="0"),
                                   self.run_dir, role="serving", name=f"serving-{source}")
                 workers.append(w.start())

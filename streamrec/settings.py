@@ -7,7 +7,7 @@ Secrets are ``SecretStr`` and never appear in ``repr`` or logs.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -130,6 +130,18 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     worker: WorkerSettings = WorkerSettings()
     log_level: str = "INFO"
+
+
+def settings_env(values: dict[str, Any], prefix: str = "STREAMREC_") -> dict[str, str]:
+    """Environment variables that give a child process these (nested) settings."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key.upper()}"
+        if isinstance(value, dict):
+            out.update(settings_env(value, name + "__"))
+        else:
+            out[name] = str(value)
+    return out
 
 
 @lru_cache(maxsize=1)

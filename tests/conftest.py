@@ -6,6 +6,7 @@ group (uuid names), so modules never see each other's data.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -18,10 +19,13 @@ from typing import Any
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
-from streamrec.settings import Settings
+from streamrec.keys import Keys
+from streamrec.settings import Settings, settings_env
+from streams.dump import collect_state
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -53,15 +57,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
         services.down()
 
 
-def flatten_env(values: dict[str, Any], prefix: str = "STREAMREC_") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key.upper()}"
-        if isinstance(value, dict):
-            out.update(flatten_env(value, name + "__"))
-        else:
-            out[name] = str(value)
-    return out
+flatten_env = settings_env
 
 
 @dataclass
@@ -153,3 +149,45 @@ def kafka_producer(bootstrap: str) -> Any:
     from kafka import KafkaProducer
 
     return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+
+
+def applied_count(settings: Settings) -> int:
+    """Events applied to the state so far (``sr:stats``)."""
+    async def read() -> int:
+        redis = Redis.from_url(settings.redis.url)
+        try:
+            return int(await redis.hget(Keys(settings.redis.prefix).stats, "applied") or 0)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(read())
+
+
+def wait_applied(settings: Settings, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while (applied := applied_count(settings)) < n:
+        assert time.monotonic() < deadline, f"only {applied} of {n} events applied"
+        time.sleep(0.2)
+
+
+def state_of(settings: Settings) -> dict[str, Any]:
+    """The canonical state dump of a pipeline, as a dict."""
+    async def read() -> dict[str, Any]:
+        redis = Redis.from_url(settings.redis.url)
+        try:
+            return await collect_state(redis, Keys(settings.redis.prefix),
+                                       settings.state.popularity_half_life_s)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(read())
+
+
+def metric_sum(worker: WorkerProcess, name: str) -> float:
+    """Sum of all series of a metric on a worker's /metrics."""
+    import urllib.request
+
+    port = worker.env["STREAMREC_METRICS__PORT"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))

@@ -10,14 +10,11 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
-from redis.asyncio import Redis
 
 from infra.processes import WorkerProcess
 from recmodels.datasets import read_seq_stream, synthetic_stream
-from streamrec.keys import Keys
 from streamrec.replay import publish
-from streams.dump import collect_state
-from tests.conftest import SHARED_DATA, Pipeline
+from tests.conftest import SHARED_DATA, Pipeline, applied_count, metric_sum, state_of
 
 pytestmark = pytest.mark.e2e
 
@@ -31,21 +28,8 @@ def _events() -> list:
     return [dataclasses.replace(e, type="view") for e in synthetic_stream(N)]
 
 
-async def _stat(p: Pipeline) -> int:
-    redis = Redis.from_url(p.settings.redis.url)
-    try:
-        return int(await redis.hget(Keys(p.settings.redis.prefix).stats, "applied") or 0)
-    finally:
-        await redis.aclose()
 
 
-async def _state(p: Pipeline) -> dict:
-    redis = Redis.from_url(p.settings.redis.url)
-    try:
-        return await collect_state(redis, Keys(p.settings.redis.prefix),
-                                   p.settings.state.popularity_half_life_s)
-    finally:
-        await redis.aclose()
 
 
 def _metrics(worker: WorkerProcess) -> str:
@@ -61,9 +45,6 @@ def _partitions(worker: WorkerProcess, topic: str) -> set[str]:
     return found
 
 
-def _counter(worker: WorkerProcess, name: str) -> float:
-    return sum(float(line.split()[-1]) for line in _metrics(worker).splitlines()
-               if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
 def test_two_plus_two_workers_share_partitions_and_match_one_worker(
@@ -90,12 +71,12 @@ def test_two_plus_two_workers_share_partitions_and_match_one_worker(
         asyncio.run(publish(p.settings, events, len(events)))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        if asyncio.run(_stat(many)) >= N and asyncio.run(_stat(one)) >= N:
+        if applied_count(many.settings) >= N and applied_count(one.settings) >= N:
             break
         time.sleep(0.5)
     time.sleep(2)
-    assert asyncio.run(_stat(many)) == asyncio.run(_stat(one)) == N
-    assert asyncio.run(_state(many)) == asyncio.run(_state(one))
-    assert all(_counter(w, "streamrec_recommendations_total") > 0 for w in serving), \
+    assert applied_count(many.settings) == applied_count(one.settings) == N
+    assert state_of(many.settings) == state_of(one.settings)
+    assert all(metric_sum(w, "streamrec_recommendations_total") > 0 for w in serving), \
         "both serving workers published lists"
-    assert all(_counter(w, "streamrec_events_total") > 0 for w in stream)
+    assert all(metric_sum(w, "streamrec_events_total") > 0 for w in stream)

@@ -11,13 +11,10 @@ from collections.abc import Callable
 
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from recmodels.datasets import synthetic_stream
-from streamrec.keys import Keys
 from streamrec.replay import publish
-from streams.dump import collect_state
-from tests.conftest import Pipeline, TopicReader, kafka_producer
+from tests.conftest import Pipeline, TopicReader, kafka_producer, state_of, wait_applied
 
 pytestmark = pytest.mark.e2e
 
@@ -28,28 +25,10 @@ EVENTS = [dataclasses.replace(e, type="view")
 FIRST, SECOND = EVENTS[:3000], EVENTS[3000:]
 
 
-async def _applied(p: Pipeline) -> int:
-    redis = Redis.from_url(p.settings.redis.url)
-    try:
-        return int(await redis.hget(Keys(p.settings.redis.prefix).stats, "applied") or 0)
-    finally:
-        await redis.aclose()
 
 
-def _wait_applied(p: Pipeline, n: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while asyncio.run(_applied(p)) < n:
-        assert time.monotonic() < deadline, f"only {asyncio.run(_applied(p))} of {n} applied"
-        time.sleep(0.2)
 
 
-async def _state(p: Pipeline) -> dict:
-    redis = Redis.from_url(p.settings.redis.url)
-    try:
-        return await collect_state(redis, Keys(p.settings.redis.prefix),
-                                   p.settings.state.popularity_half_life_s)
-    finally:
-        await redis.aclose()
 
 
 def test_trainer_publishes_and_workers_swap_without_changing_state(
@@ -58,7 +37,7 @@ def test_trainer_publishes_and_workers_swap_without_changing_state(
     for p in (swapped, plain):
         p.start_worker()
         asyncio.run(publish(p.settings, FIRST, len(FIRST)))
-    _wait_applied(swapped, len(FIRST))
+    wait_applied(swapped.settings, len(FIRST))
 
     result = swapped.cli("trainer", "--once", "--time-budget", "20", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -85,9 +64,9 @@ def test_trainer_publishes_and_workers_swap_without_changing_state(
 
     for p in (swapped, plain):
         asyncio.run(publish(p.settings, SECOND, len(SECOND)))
-    _wait_applied(plain, len(EVENTS))
-    _wait_applied(swapped, len(EVENTS) + 1)  # + the probe(s)
-    one, two = asyncio.run(_state(swapped)), asyncio.run(_state(plain))
+    wait_applied(plain.settings, len(EVENTS))
+    wait_applied(swapped.settings, len(EVENTS) + 1)  # + the probe(s)
+    one, two = state_of(swapped.settings), state_of(plain.settings)
     probes = {u for u in one["users"] if u.startswith("probe-")}
     assert probes
     for u in probes:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from serving.message import validate
-from tests.conftest import Pipeline, TopicReader, kafka_producer
+from tests.conftest import Pipeline, TopicReader, kafka_producer, metric_sum
 
 pytestmark = pytest.mark.integration
 
@@ -125,13 +125,6 @@ def test_ten_malformed_kinds_each_give_one_dlq_record(pipeline: Pipeline) -> Non
     producer.close()
 
 
-def _metric(pipeline: Pipeline, name: str) -> float:
-    import urllib.request
-
-    port = pipeline.workers[0].env["STREAMREC_METRICS__PORT"]
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
 def test_online_hit_rate_counts_a_followed_recommendation(pipeline: Pipeline) -> None:
@@ -139,8 +132,8 @@ def test_online_hit_rate_counts_a_followed_recommendation(pipeline: Pipeline) ->
     reader = TopicReader(pipeline.settings.kafka.bootstrap, t.recommendations)
     producer = kafka_producer(pipeline.settings.kafka.bootstrap)
     user = f"follower-{uuid.uuid4().hex[:6]}"
-    hits, evaluations = (_metric(pipeline, "streamrec_online_hits_total"),
-                         _metric(pipeline, "streamrec_online_evaluations_total"))
+    hits, evaluations = (metric_sum(pipeline.workers[0], "streamrec_online_hits_total"),
+                         metric_sum(pipeline.workers[0], "streamrec_online_evaluations_total"))
     producer.send(t.view, key=user.encode(), value=orjson.dumps(
         {"user_id": user, "item_id": "warm-a", "type": "view", "ts": 1_700_000_100_000}))
     producer.flush()
@@ -153,7 +146,7 @@ def test_online_hit_rate_counts_a_followed_recommendation(pipeline: Pipeline) ->
                       10)
     reader.close()
     producer.close()
-    assert _metric(pipeline, "streamrec_online_evaluations_total") == evaluations + 1
-    assert _metric(pipeline, "streamrec_online_hits_total") == hits + 1
-    assert _metric(pipeline, "streamrec_consumer_lag_messages") >= 0
-    assert _metric(pipeline, 'streamrec_stage_seconds_count') > 0
+    assert metric_sum(pipeline.workers[0], "streamrec_online_evaluations_total") == evaluations + 1
+    assert metric_sum(pipeline.workers[0], "streamrec_online_hits_total") == hits + 1
+    assert metric_sum(pipeline.workers[0], "streamrec_consumer_lag_messages") >= 0
+    assert metric_sum(pipeline.workers[0], 'streamrec_stage_seconds_count') > 0
