@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -102,6 +103,8 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--requests", type=int, default=1000)
+    p.add_argument("--train-budget", type=float, default=30.0,
+                   help="train a SASRec version this long before the pull test (0: Markov)")
     p.add_argument("--out", default="out/serving")
     args = p.parse_args()
     run = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
@@ -120,6 +123,17 @@ def main() -> int:
         metrics_text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics").read().decode()
         fresh = histogram_quantiles(metrics_text, "streamrec_event_to_recommendation_seconds",
                                     (0.5, 0.99))
+        model = "markov"
+        if args.train_budget > 0:  # pull with a SASRec version loaded, as in production
+            subprocess.run([sys.executable, "-m", "streamrec.cli", "trainer", "--once",
+                            "--time-budget", str(args.train_budget)], env=env, check=True,
+                           capture_output=True)
+            deadline = time.monotonic() + 30
+            while model == "markov" and time.monotonic() < deadline:
+                health = json.loads(urllib.request.urlopen(
+                    f"http://127.0.0.1:{http}/healthz").read())
+                model = health["model_version"]
+                time.sleep(0.2)
         pulls = []
         for i in range(args.requests):
             t = time.perf_counter()
@@ -136,7 +150,7 @@ def main() -> int:
         "freshness_client_s": {"p50": float(np.percentile(client, 50)),
                                "p99": float(np.percentile(client, 99)), "count": len(client)},
         "pull_s": {"p50": float(np.percentile(pulls, 50)), "p99": float(np.percentile(pulls, 99)),
-                   "requests": len(pulls)},
+                   "requests": len(pulls), "model_version": model},
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
