@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/quality.py ../shared/data/games/Video.txt /tmp/quality \
-        [--time-budget 1200] [--seed 42] [--skip-sasrec]
+        [--time-budget 1200] [--seed 42] [--threads 2] [--skip-sasrec]
 
 Leave-one-out split, sampled (100 negatives) and full-ranking protocols, valid and test.
 SASRec is trained with the default hyperparameters, selected on validation only, inside
@@ -40,6 +40,7 @@ def main() -> int:
     parser.add_argument("--time-budget", type=float, default=1200.0,
                         help="SASRec wall-clock seconds, final evaluation included")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--skip-sasrec", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -57,7 +58,7 @@ def main() -> int:
     if not args.skip_sasrec:
         started = time.monotonic()
         code = train_main(args.data, args.format, args.time_budget, str(out / "sasrec"),
-                          seed=args.seed, progress=False)
+                          seed=args.seed, threads=args.threads, progress=False)
         seconds["sasrec"] = time.monotonic() - started
         if code != 0:
             return code

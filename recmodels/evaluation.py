@@ -105,6 +105,12 @@ class Evaluator:
             rng = np.random.default_rng(self.config.seed + 1)
             users = np.sort(rng.choice(users, self.config.max_users, replace=False))
         self.users = users
+        longest = max((len(split.interacted(int(u))) for u in users), default=0)
+        self.n_negatives = min(self.config.n_negatives, max(1, split.n_items - longest))
+        if self.n_negatives < self.config.n_negatives:
+            log.warning("sampled protocol: catalogue of %d items too small for %d negatives "
+                        "per user; using %d", split.n_items, self.config.n_negatives,
+                        self.n_negatives)
         self._cases: dict[Stage, _Cases] = {}
         self._negatives: dict[Stage, np.ndarray] = {}
 
@@ -117,20 +123,18 @@ class Evaluator:
         return self._cases[stage]
 
     def negatives(self, stage: Stage) -> np.ndarray:
-        """``[n_users, n_negatives]`` distinct items each user never interacted with."""
+        """``[n_users, n_negatives]`` distinct items each user never interacted with
+        (``n_negatives`` is lowered, with a warning, only for catalogues too small)."""
         if stage not in self._negatives:
             self._negatives[stage] = self._sample_negatives(stage)
         return self._negatives[stage]
 
     def _sample_negatives(self, stage: Stage) -> np.ndarray:
-        n_neg, n_items = self.config.n_negatives, self.split.n_items
+        n_neg, n_items = self.n_negatives, self.split.n_items
         rng = np.random.default_rng([self.config.seed, 0 if stage == "valid" else 1])
         out = np.empty((len(self.users), n_neg), dtype=np.int64)
         for row, user in enumerate(self.users):
             seen = self.split.interacted(int(user))
-            if n_items - len(seen) < n_neg:
-                raise ValueError(f"sampled protocol: user {self.split.users[user]!r} has "
-                                 f"fewer than {n_neg} items left to sample as negatives")
             chosen: list[int] = []
             taken: set[int] = set()
             while len(chosen) < n_neg:

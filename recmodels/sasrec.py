@@ -35,7 +35,7 @@ class SASRecConfig:
     Games data (see the project's benchmark notes)."""
 
     max_len: int = 50
-    hidden: int = 64
+    hidden: int = 128
     n_blocks: int = 2
     n_heads: int = 1
     ffn_mult: int = 1
@@ -44,13 +44,15 @@ class SASRecConfig:
     loss: Loss = "ce"
     n_negatives: int = 1024  # only for loss="sampled": shared uniform negatives per batch
     cpu_bf16: bool = True  # bf16 matmuls in the CPU full-softmax loss when the CPU has bf16
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = 2e-3
+    weight_decay: float = 0.0  # decoupled (AdamW)
     batch_size: int = 128
     max_epochs: int = 200
     eval_every: int = 1
-    patience: int = 5  # evaluations without improvement before stopping
+    patience: int = 3  # evaluations without improvement before stopping
+    plateau_decay: float = 1.0  # learning rate x this after an evaluation without improvement
     select_metric: str = "ndcg@10"
+    refit: bool = False  # after selection, retrain on train + valid items for the test stage
     seed: int = 42
 
     def __post_init__(self) -> None:

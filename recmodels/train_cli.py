@@ -23,7 +23,7 @@ from recmodels.evaluation import EvalConfig, EvalProtocol, Evaluator, Metrics
 from recmodels.interface import Recommender
 from recmodels.sasrec import SASRecConfig
 from recmodels.split import ItemVocab, LeaveOneOutSplit, Stage, leave_one_out
-from recmodels.training import pick_device, train, write_report
+from recmodels.training import pick_device, refit, train, write_report
 from streamrec.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -87,13 +87,16 @@ def format_table(rows: dict[str, Results], ks: tuple[int, ...] = (10,)) -> str:
 
 def train_main(data: str, fmt: str, time_budget: float, out: str, *, seed: int = 42,
                device: str | None = None, overrides: dict[str, Any] | None = None,
-               eval_reserve: float | None = None, progress: bool = True) -> int:
+               eval_reserve: float | None = None, threads: int | None = None,
+               progress: bool = True) -> int:
     """Train SASRec with the default (validated) hyperparameters, select on validation,
     then evaluate valid and test (sampled and full) and write ``OUT/checkpoint/``,
     ``OUT/metrics.json`` and ``OUT/learning_curves.png``. ``time_budget`` (seconds) covers
     the whole run; ``eval_reserve`` of it (default min(120, 10%)) is kept for the final
-    evaluation. Returns a process exit code."""
+    evaluation; ``threads`` sets torch's CPU threads. Returns a process exit code."""
     started = time.monotonic()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         config = replace(SASRecConfig.from_dict({**SASRecConfig().to_dict(),
                                                  **(overrides or {})}), seed=seed)
@@ -103,23 +106,36 @@ def train_main(data: str, fmt: str, time_budget: float, out: str, *, seed: int =
         return 2
     reserve = eval_reserve if eval_reserve is not None else min(120.0, 0.1 * time_budget)
     evaluator = Evaluator(split, EvalConfig(ks=(5, 10, 20)))
+    dev = pick_device(device)
     budget = time_budget - reserve - (time.monotonic() - started)
     print(f"training SASRec on {len(split.eval_users)} users, {split.n_items} items, "
-          f"device={pick_device(device).type}, budget={budget:.0f}s")
-    checkpoint = train(split, config, time_budget_s=budget, device=device,
-                       evaluator=Evaluator(split, EvalConfig(ks=(10,))), progress=progress)
-    recommender = checkpoint.recommender(pick_device(device))
-    results = evaluate_recommender(evaluator, recommender,
-                                   item_embeddings=recommender.item_embeddings().cpu())
+          f"device={dev.type}, budget={budget:.0f}s, refit={config.refit}")
+    selected = train(split, config, time_budget_s=budget, device=dev,
+                     evaluator=Evaluator(split, EvalConfig(ks=(10,))),
+                     reserve_for_refit=config.refit, progress=progress)
+    final = selected
+    if config.refit:
+        remaining = time_budget - reserve - (time.monotonic() - started)
+        final = refit(split, selected, time_budget_s=remaining, device=dev, progress=progress)
+    train_seconds = time.monotonic() - started
+    results: Results = {}
+    # validation: the selected model (it never saw a validation item); test: the final one
+    stages: tuple[tuple[Stage, Checkpoint], ...] = (("valid", selected), ("test", final))
+    for stage, checkpoint in stages:
+        recommender = checkpoint.recommender(dev)
+        embeddings = recommender.item_embeddings().cpu()
+        results[stage] = {protocol: evaluator.evaluate(recommender, stage, protocol, embeddings)
+                          for protocol in PROTOCOLS}
     out_dir = Path(out)
-    checkpoint.save(out_dir / "checkpoint")
+    final.save(out_dir / "checkpoint")
     total = time.monotonic() - started
-    write_report(out_dir, checkpoint, dict(results),
-                 {"total_seconds": total, "data": str(data), "format": fmt,
-                  "users": len(split.users), "items": split.n_items})
+    write_report(out_dir, final, dict(results),
+                 {"train_seconds": train_seconds, "total_seconds": total, "data": str(data),
+                  "format": fmt, "users": len(split.users), "items": split.n_items,
+                  "torch_threads": torch.get_num_threads()})
     print(format_table({"sasrec": results}))
-    print(f"best epoch {checkpoint.meta['best_epoch']}, "
-          f"train {checkpoint.meta['train_seconds']:.0f}s, total {total:.0f}s -> "
+    print(f"selected epoch {selected.meta['best_epoch']}, train {train_seconds:.0f}s "
+          f"(refit {final.meta.get('refit_seconds', 0.0):.0f}s), total {total:.0f}s -> "
           f"{out_dir / 'metrics.json'}")
     return 0
 

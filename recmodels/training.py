@@ -19,18 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 
 from recmodels.checkpoint import Checkpoint
 from recmodels.evaluation import EvalConfig, Evaluator
+from recmodels.losses import batch_loss
 from recmodels.sasrec import SASRec, SASRecConfig, SASRecRecommender
 from recmodels.split import LeaveOneOutSplit
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-CE_CHUNK_ROWS = 64  # rows of logits alive at once in the fused CPU loss
 BUCKET_BATCHES = 32  # batches whose users are sorted by length together (less padding)
+REFIT_DATA_RATIO = 1.15  # refit data (train + valid items) relative to the training parts
 
 
 @dataclass(frozen=True)
@@ -71,92 +71,6 @@ def epoch_batches(data: TrainingData, batch_size: int,
         yield batches[i]
 
 
-class _ChunkedSoftmaxCE(torch.autograd.Function):
-    """Mean cross-entropy of ``hidden @ weight.T`` against ``targets``, computed a few rows at
-    a time: each chunk's logits are built, turned into the loss and into both gradients
-    while they are still in cache, so the ``[N, n_items]`` logits never exist in memory.
-    With ``bf16`` the three matmuls take bfloat16 inputs (float32 softmax, float32 gradient
-    accumulation): about 3x faster on CPUs with native bf16, ~0.3% relative gradient error."""
-
-    @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                chunk: int, bf16: bool) -> torch.Tensor:
-        n = hidden.shape[0]
-        dtype = torch.bfloat16 if bf16 else hidden.dtype
-        h_all, w = hidden.to(dtype), weight.to(dtype)
-        grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros_like(weight)
-        total = torch.zeros((), dtype=torch.float64, device=hidden.device)
-        for start in range(0, n, chunk):
-            h = h_all[start:start + chunk]
-            t = targets[start:start + chunk]
-            rows = torch.arange(len(t), device=t.device)
-            probs = torch.softmax(h @ w.T, dim=1, dtype=torch.float32)
-            p_target = probs[rows, t]
-            total -= torch.log(p_target.clamp_min(1e-38)).sum(dtype=torch.float64)
-            probs[rows, t] = p_target - 1.0  # d loss / d logits, times n
-            grad = probs.mul_(1.0 / n).to(dtype)
-            grad_hidden[start:start + chunk] = grad @ w
-            if bf16:
-                grad_weight += (grad.T @ h).float()
-            else:
-                grad_weight.addmm_(grad.T, h)
-        ctx.save_for_backward(grad_hidden, grad_weight)
-        return (total / n).to(hidden.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_out * grad_hidden, grad_out * grad_weight, None, None, None
-
-
-def cpu_bf16_supported() -> bool:
-    """True when this CPU multiplies bfloat16 natively (AVX512-BF16/AMX), not emulated."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def full_softmax_loss(model: SASRec, hidden: torch.Tensor, targets: torch.Tensor,
-                      bf16: bool = False, chunk: int = CE_CHUNK_ROWS) -> torch.Tensor:
-    """Cross-entropy over every real item (never the padding index) for hidden states
-    ``[N, d]`` and targets ``[N]`` in 1..n_items. Chunked and fused on the CPU."""
-    weight = model.item_emb.weight[1:]
-    if hidden.device.type == "cpu" and torch.is_grad_enabled():
-        loss: torch.Tensor = _ChunkedSoftmaxCE.apply(  # type: ignore[no-untyped-call]
-            hidden.float(), weight, targets - 1, chunk, bf16)
-        return loss
-    return F.cross_entropy((hidden @ weight.T).float(), targets - 1)
-
-
-def sampled_softmax_loss(model: SASRec, hidden: torch.Tensor, targets: torch.Tensor,
-                         n_negatives: int, generator: torch.Generator) -> torch.Tensor:
-    """Cross-entropy over the target and ``n_negatives`` uniform items shared by the batch
-    (a negative equal to the row's target is masked out)."""
-    negatives = torch.randint(1, model.n_items + 1, (n_negatives,), generator=generator)
-    negatives = negatives.to(hidden.device)
-    weight = model.item_emb.weight
-    positive = (hidden * weight[targets]).sum(-1, keepdim=True)
-    negative = hidden @ weight[negatives].T
-    negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
-    logits = torch.cat([positive, negative], dim=1).float()
-    return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long,
-                                               device=hidden.device))
-
-
-def batch_loss(model: SASRec, inputs: torch.Tensor, targets: torch.Tensor,
-               config: SASRecConfig, generator: torch.Generator) -> torch.Tensor:
-    """Mean next-item loss over every real position of a right-aligned batch."""
-    hidden = model.encode(inputs)
-    real = targets != 0
-    if config.loss == "sampled":
-        return sampled_softmax_loss(model, hidden[real], targets[real], config.n_negatives,
-                                    generator)
-    bf16 = config.cpu_bf16 and hidden.device.type == "cpu" and cpu_bf16_supported()
-    return full_softmax_loss(model, hidden[real], targets[real], bf16=bf16)
-
-
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -179,61 +93,46 @@ def _progress(total: int, desc: str, enabled: bool) -> object:
 
 
 def default_evaluator(split: LeaveOneOutSplit) -> Evaluator:
-    """Sampled-protocol validation with 100 negatives (fewer on catalogues too small)."""
-    longest = max((len(split.interacted(u)) for u in split.eval_users), default=0)
-    return Evaluator(split, EvalConfig(ks=(10,), n_negatives=max(1, min(
-        100, split.n_items - longest))))
+    """Sampled-protocol validation at K = 10."""
+    return Evaluator(split, EvalConfig(ks=(10,)))
 
 
-def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
-          time_budget_s: float | None = None, device: str | torch.device | None = None,
-          evaluator: Evaluator | None = None, init: SASRec | None = None,
-          progress: bool = False, clock: Clock = time.monotonic) -> Checkpoint:
-    """Train on the training parts of ``split``; return the checkpoint of the best
-    validation evaluation (or the last epoch when nothing was evaluated).
+class _EpochRunner:
+    """Optimizer, scaler and data of one training run; ``run()`` trains one epoch."""
 
-    ``init`` warm-starts from an existing model (see :func:`checkpoint.warm_start`);
-    ``clock`` is injected so the time budget can be tested."""
-    config = config or SASRecConfig()
-    dev = pick_device(device)
-    started = clock()
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    model = (init if init is not None else SASRec(split.n_items, config)).to(dev)
-    if model.n_items != split.n_items:
-        raise ValueError(f"train: model has {model.n_items} items, split {split.n_items}")
-    evaluator = evaluator or default_evaluator(split)
-    data = training_data(split.training_sequences("valid"), config.max_len)
-    if len(data.lengths) == 0:
-        raise ValueError("train: no user has two training items to learn from")
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda"
-                                  and not torch.cuda.is_bf16_supported())
-    history: list[dict[str, float]] = []
-    best_score, best_epoch, stale = -math.inf, 0, 0
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    n_batches = math.ceil(len(data.lengths) / config.batch_size)
-    slowest_epoch = 0.0
-    for epoch in range(1, config.max_epochs + 1):
-        if time_budget_s is not None and clock() - started + slowest_epoch > time_budget_s:
-            log.info("train: stopping before epoch %d, time budget %.0fs", epoch,
-                     time_budget_s)
-            break
-        epoch_start = clock()
-        model.train()
+    def __init__(self, model: SASRec, data: TrainingData, config: SASRecConfig,
+                 device: torch.device, progress: bool) -> None:
+        if len(data.lengths) == 0:
+            raise ValueError("train: no user has two training items to learn from")
+        self.model, self.data, self.config, self.device = model, data, config, device
+        self.progress = progress
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda"
+                                           and not torch.cuda.is_bf16_supported())
+        self.n_batches = math.ceil(len(data.lengths) / config.batch_size)
+        self.mean_positions = float(data.lengths.sum()) / self.n_batches
+
+    def run(self, epoch: int) -> float:
+        """One pass over the data; returns the mean batch loss."""
+        self.model.train()
         total, count = 0.0, 0
-        bar = _progress(n_batches, f"epoch {epoch}", progress)
-        for rows in epoch_batches(data, config.batch_size, generator):
-            width = int(data.lengths[rows].max())
-            inputs = data.inputs[rows, -width:].to(dev, non_blocking=True)
-            targets = data.targets[rows, -width:].to(dev, non_blocking=True)
-            with _autocast(dev):
-                loss = batch_loss(model, inputs, targets, config, generator)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-            scaler.step(optimizer)
-            scaler.update()
+        bar = _progress(self.n_batches, f"epoch {epoch}", self.progress)
+        for rows in epoch_batches(self.data, self.config.batch_size, self.generator):
+            width = int(self.data.lengths[rows].max())
+            inputs = self.data.inputs[rows, -width:].to(self.device, non_blocking=True)
+            targets = self.data.targets[rows, -width:].to(self.device, non_blocking=True)
+            with _autocast(self.device):
+                loss = batch_loss(self.model, inputs, targets, self.config, self.generator)
+                # batches hold users of similar length, so their position counts differ
+                # a lot: weigh each batch by its share of positions, so every position
+                # counts the same (a plain batch mean would drown long sequences)
+                loss = loss * (float((targets != 0).sum()) / self.mean_positions)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             total += float(loss.detach())
             count += 1
             if bar is not None:
@@ -243,16 +142,61 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
             bar.close()  # type: ignore[attr-defined]
         if not math.isfinite(total):
             raise FloatingPointError(f"train: epoch {epoch}: loss is not finite")
-        row: dict[str, float] = {"epoch": float(epoch), "loss": total / max(count, 1)}
+        return total / max(count, 1)
+
+
+def _state(model: SASRec) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
+          time_budget_s: float | None = None, device: str | torch.device | None = None,
+          evaluator: Evaluator | None = None, init: SASRec | None = None,
+          reserve_for_refit: bool = False, progress: bool = False,
+          clock: Clock = time.monotonic) -> Checkpoint:
+    """Train on the training parts of ``split``; return the checkpoint of the best
+    validation evaluation (or the last epoch when nothing was evaluated).
+
+    ``init`` warm-starts from an existing model (see :func:`checkpoint.warm_start`);
+    ``reserve_for_refit`` stops early enough to leave time for :func:`refit` with the best
+    epoch count inside the same budget; ``clock`` is injected so budgets can be tested."""
+    config = config or SASRecConfig()
+    dev = pick_device(device)
+    started = clock()
+    torch.manual_seed(config.seed)
+    model = (init if init is not None else SASRec(split.n_items, config)).to(dev)
+    if model.n_items != split.n_items:
+        raise ValueError(f"train: model has {model.n_items} items, split {split.n_items}")
+    evaluator = evaluator or default_evaluator(split)
+    data = training_data(split.training_sequences("valid"), config.max_len)
+    runner = _EpochRunner(model, data, config, dev, progress)
+    refit_ratio = REFIT_DATA_RATIO if reserve_for_refit else 0.0
+    history: list[dict[str, float]] = []
+    best_score, best_epoch, stale = -math.inf, 0, 0
+    best_state = _state(model)
+    slowest_epoch, train_seconds = 0.0, 0.0
+    for epoch in range(1, config.max_epochs + 1):
+        mean_epoch = train_seconds / max(epoch - 1, 1)
+        needed = slowest_epoch + refit_ratio * mean_epoch * max(best_epoch, epoch)
+        if time_budget_s is not None and clock() - started + needed > time_budget_s:
+            log.info("train: stopping before epoch %d, time budget %.0fs", epoch,
+                     time_budget_s)
+            break
+        epoch_start = clock()
+        row: dict[str, float] = {"epoch": float(epoch), "loss": runner.run(epoch)}
+        train_seconds += clock() - epoch_start
         if epoch % config.eval_every == 0 or epoch == config.max_epochs:
             metrics = evaluator.evaluate(SASRecRecommender(model), "valid", "sampled")
             row.update({f"valid_{k}": v for k, v in metrics.items() if "@10" in k})
             score = metrics[config.select_metric]
             if score > best_score:
                 best_score, best_epoch, stale = score, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = _state(model)
             else:
                 stale += 1
+                if config.plateau_decay < 1.0:  # lower the learning rate on a plateau
+                    for group in runner.optimizer.param_groups:
+                        group["lr"] *= config.plateau_decay
         row["seconds"] = clock() - started
         history.append(row)
         slowest_epoch = max(slowest_epoch, clock() - epoch_start)
@@ -263,13 +207,45 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
             log.info("train: early stop at epoch %d (best %d)", epoch, best_epoch)
             break
     if best_epoch == 0:  # never evaluated: keep the last weights
-        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        best_epoch = len(history)
+        best_state, best_epoch = _state(model), len(history)
     meta = {"best_epoch": best_epoch, "train_seconds": clock() - started,
+            "epoch_seconds": train_seconds / max(len(history), 1),
             "device": dev.type, "select_metric": config.select_metric,
             "best_valid": best_score if math.isfinite(best_score) else None}
-    state = {k: v.cpu() for k, v in best_state.items()}
-    return Checkpoint(config, split.vocab, state, history, meta)
+    return Checkpoint(config, split.vocab, best_state, history, meta)
+
+
+def refit(split: LeaveOneOutSplit, selected: Checkpoint, *, time_budget_s: float | None = None,
+          device: str | torch.device | None = None, progress: bool = False,
+          clock: Clock = time.monotonic) -> Checkpoint:
+    """Retrain from scratch on training + validation items with the hyperparameters and the
+    epoch count selected on validation (``selected.meta["best_epoch"]``), for the test
+    stage. The test items are never used; the validation metrics of this model mean
+    nothing (it has seen the validation items), report those of ``selected``."""
+    config = selected.config
+    dev = pick_device(device)
+    started = clock()
+    torch.manual_seed(config.seed)
+    model = SASRec(split.n_items, config).to(dev)
+    data = training_data(split.training_sequences("test"), config.max_len)
+    runner = _EpochRunner(model, data, config, dev, progress)
+    epochs = int(selected.meta["best_epoch"])
+    history: list[dict[str, float]] = []
+    slowest_epoch = 0.0
+    for epoch in range(1, epochs + 1):
+        if time_budget_s is not None and clock() - started + slowest_epoch > time_budget_s:
+            log.warning("refit: stopping after %d of %d epochs, time budget %.0fs",
+                        epoch - 1, epochs, time_budget_s)
+            break
+        epoch_start = clock()
+        history.append({"epoch": float(epoch), "loss": runner.run(epoch),
+                        "seconds": clock() - started})
+        slowest_epoch = max(slowest_epoch, clock() - epoch_start)
+        log.info("refit epoch=%d/%d loss=%.4f t=%.0fs", epoch, epochs, history[-1]["loss"],
+                 history[-1]["seconds"])
+    meta = {**selected.meta, "refit": True, "refit_epochs": len(history),
+            "refit_seconds": clock() - started, "refit_history": history}
+    return Checkpoint(config, split.vocab, _state(model), selected.history, meta)
 
 
 def write_report(directory: str | Path, checkpoint: Checkpoint,

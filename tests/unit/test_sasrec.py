@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,10 +17,12 @@ from recmodels import checkpoint as checkpoint_module
 from recmodels.baselines import fit_baseline
 from recmodels.checkpoint import Checkpoint, CheckpointError, warm_start
 from recmodels.evaluation import EvalConfig, Evaluator
-from recmodels.interface import Recommender, recommend
+from recmodels.interface import Recommender, as_float_tensor, recommend
+from recmodels.losses import full_softmax_loss
 from recmodels.sasrec import SASRec, SASRecConfig, SASRecRecommender, pad_histories
 from recmodels.split import ItemVocab, LeaveOneOutSplit, leave_one_out
-from recmodels.training import full_softmax_loss, train, training_data
+from recmodels.train_cli import evaluate_main, train_main
+from recmodels.training import refit, train, training_data
 
 N_ITEMS = 40
 TINY = SASRecConfig(max_len=8, hidden=32, n_blocks=1, n_heads=2, dropout=0.1, lr=5e-3,
@@ -80,7 +83,7 @@ HISTORIES = [[1, 2, 3], [7], [], [40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30]]
 
 
 def test_scores_have_one_column_per_item_plus_padding(model: Recommender) -> None:
-    scores = torch.as_tensor(np.asarray(model.score(HISTORIES)))
+    scores = as_float_tensor(model.score(HISTORIES))
     assert scores.shape == (len(HISTORIES), N_ITEMS + 1)
     assert torch.isfinite(scores[:, 1:]).all()
 
@@ -100,9 +103,9 @@ def test_excluded_and_seen_items_never_come_back(model: Recommender) -> None:
 
 
 def test_scores_do_not_depend_on_the_rest_of_the_batch(model: Recommender) -> None:
-    together = torch.as_tensor(np.asarray(model.score(HISTORIES)))
+    together = as_float_tensor(model.score(HISTORIES))
     for row, history in enumerate(HISTORIES):
-        alone = torch.as_tensor(np.asarray(model.score([history])))[0]
+        alone = as_float_tensor(model.score([history]))[0]
         assert torch.allclose(alone[1:], together[row, 1:], atol=1e-5)
 
 
@@ -254,3 +257,66 @@ def test_config_rejects_bad_values_and_unknown_keys() -> None:
     with pytest.raises(ValueError, match="unknown hyperparameters"):
         SASRecConfig.from_dict({"hiden": 64})
     assert SASRecConfig.from_dict(TINY.to_dict()) == TINY
+
+
+def test_refit_retrains_the_selected_epoch_count_on_train_and_valid_items(
+        split: LeaveOneOutSplit, trained: Checkpoint) -> None:
+    selected = Checkpoint(trained.config, trained.vocab, trained.state_dict,
+                          trained.history, {**trained.meta, "best_epoch": 2})
+    final = refit(split, selected, device="cpu")
+    assert final.meta["refit"] is True
+    assert final.meta["refit_epochs"] == 2
+    assert len(final.meta["refit_history"]) == 2
+    assert not torch.equal(final.recommender().score(HISTORIES),
+                           trained.recommender().score(HISTORIES))
+
+
+def write_seq_file(path: Path, split_seed: int = 1) -> Path:
+    rng = np.random.default_rng(split_seed)
+    lines = []
+    for u in range(1, 151):
+        item, step = int(rng.integers(0, N_ITEMS)), 1 + u % 2
+        for _ in range(int(rng.integers(4, 9))):
+            lines.append(f"{u} {item % N_ITEMS + 1}")
+            item += step
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_train_main_writes_checkpoint_metrics_and_curves(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         ) -> None:
+    data = write_seq_file(tmp_path / "seq.txt")
+    overrides = {k: v for k, v in TINY.to_dict().items() if k != "seed"}
+    overrides["max_epochs"] = 3
+    code = train_main(str(data), "seq", time_budget=60, out=str(tmp_path / "run"),
+                      overrides=overrides, eval_reserve=10, progress=False)
+    assert code == 0
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for stage in ("valid", "test"):
+        for protocol in ("sampled", "full"):
+            assert 0.0 <= report[stage][protocol]["ndcg@10"] <= report[stage][protocol]["hr@10"]
+    assert report["device"] == "cpu"
+    assert report["hyperparameters"]["max_epochs"] == 3
+    assert len(report["history"]) == 3
+    assert (tmp_path / "run" / "learning_curves.png").stat().st_size > 0
+    assert "sasrec" in capsys.readouterr().out
+    # the checkpoint evaluates through evaluate_main with identical test numbers
+    out_json = tmp_path / "eval.json"
+    assert evaluate_main(str(data), "seq", "sasrec", str(tmp_path / "run" / "checkpoint"),
+                         str(out_json)) == 0
+    again = json.loads(out_json.read_text())
+    assert again["test"]["full"]["hr@10"] == pytest.approx(report["test"]["full"]["hr@10"])
+
+
+def test_evaluate_main_baselines_and_errors(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_seq_file(tmp_path / "seq.txt")
+    assert evaluate_main(str(data), "seq", "markov", None, str(tmp_path / "m.json")) == 0
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert set(result["test"]) == {"sampled", "full"}
+    assert evaluate_main(str(data), "seq", "sasrec", None, str(tmp_path / "x.json")) == 2
+    assert evaluate_main(str(data), "seq", "nope", None, str(tmp_path / "x.json")) == 2
+    assert evaluate_main(str(tmp_path / "missing.txt"), "seq", "popularity", None,
+                         str(tmp_path / "x.json")) == 2
+    assert "missing.txt" in capsys.readouterr().err
