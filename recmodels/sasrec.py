@@ -50,7 +50,7 @@ class SASRecConfig:
     max_epochs: int = 200
     eval_every: int = 1
     patience: int = 3  # evaluations without improvement before stopping
-    plateau_decay: float = 1.0  # learning rate x this after an evaluation without improvement
+    plateau_decay: float = 0.3  # learning rate x this after an evaluation without improvement
     select_metric: str = "ndcg@10"
     refit: bool = False  # after selection, retrain on train + valid items for the test stage
     seed: int = 42

@@ -320,3 +320,30 @@ def test_evaluate_main_baselines_and_errors(tmp_path: Path,
     assert evaluate_main(str(tmp_path / "missing.txt"), "seq", "popularity", None,
                          str(tmp_path / "x.json")) == 2
     assert "missing.txt" in capsys.readouterr().err
+
+
+class ScriptedEvaluator:
+    """Stands in for the validation evaluator: returns scripted NDCG@10 values."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = iter(values)
+        self.snapshots: list[dict[str, torch.Tensor]] = []
+
+    def evaluate(self, model: SASRecRecommender, stage: str, protocol: str) -> dict[str, float]:
+        assert (stage, protocol) == ("valid", "sampled")  # never the test split
+        self.snapshots.append({k: v.clone() for k, v in model.model.state_dict().items()})
+        value = next(self.values)
+        return {"hr@10": value, "ndcg@10": value}
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(split: LeaveOneOutSplit) -> None:
+    config = SASRecConfig(**{**TINY.to_dict(), "patience": 3, "max_epochs": 20})
+    scripted = ScriptedEvaluator([0.1, 0.3, 0.2, 0.25, 0.29, 0.9])
+    ckpt = train(split, config, device="cpu", evaluator=scripted)  # type: ignore[arg-type]
+    assert [r["valid_ndcg@10"] for r in ckpt.history] == [0.1, 0.3, 0.2, 0.25, 0.29]
+    assert ckpt.meta["best_epoch"] == 2
+    assert ckpt.meta["best_valid"] == 0.3
+    best = scripted.snapshots[1]
+    assert all(torch.equal(ckpt.state_dict[k], best[k]) for k in best)
+    assert not torch.equal(ckpt.state_dict["item_emb.weight"],
+                           scripted.snapshots[-1]["item_emb.weight"])
