@@ -3,10 +3,14 @@
 (a) raw aiokafka passthrough: consume, decode, produce the same events (the ceiling);
 (b) a Faust agent that only consumes them with take_events (Faust's own overhead floor);
 (c) one streamrec worker's full path: validation, effectively-once state, user vectors,
-    scoring, publication (until every event is applied and every update served).
+    scoring, publication, from the worker joining its group to its last list published;
+    checked: every event applied exactly once, every user's last event triggered a list;
+(d) freshness (event published -> list published) of a fresh worker offered half of (c)'s
+    rate for --paced-seconds.
 
 Reports events/s of each, the ratios (c)/(a) and (c)/(b), CPU seconds per 1,000 events
-and Redis commands per event of (c); writes JSON and a PNG.
+and Redis commands per event of (c), and (d); writes JSON and a PNG. All three use the
+same event loop (--loop, uvloop by default like the worker).
 
     python benchmarks/pipeline.py --events 100000 --out out/pipeline
 """
@@ -26,8 +30,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from load import bucket_delta, histogram_buckets, offer_load, quantiles  # benchmarks/load.py
 from redis import Redis
 
 from infra.processes import WorkerProcess
@@ -35,14 +41,15 @@ from infra.stack import Stack, free_port
 from recmodels.datasets import synthetic_stream
 from streamrec.keys import Keys
 from streamrec.replay import event_payload
+from streamrec.settings import Settings, settings_env
 
 CHILD_FAUST = "faust-consume"
 
 
-def _events(n: int) -> list[bytes]:
+def _events(n: int, seed: int = 7) -> list[bytes]:
     """Views only: all of them go to events.view (a click on that topic would be rejected)."""
     return [event_payload(dataclasses.replace(e, type="view"))
-            for e in synthetic_stream(n, n_users=20_000, n_items=5_000)]
+            for e in synthetic_stream(n, n_users=20_000, n_items=5_000, seed=seed)]
 
 
 async def _fill(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
@@ -91,9 +98,14 @@ async def raw_passthrough(bootstrap: str, topic: str, n: int) -> float:
     return time.perf_counter() - (start or time.perf_counter())
 
 
-def faust_consume_child(bootstrap: str, topic: str, n: int, out: str) -> None:
+def faust_consume_child(bootstrap: str, topic: str, n: int, out: str, loop: str) -> None:
     """Runs in a child process: a Faust agent that only counts events (take_events)."""
     import faust  # noqa: PLC0415
+
+    if loop == "uvloop":
+        import uvloop  # noqa: PLC0415
+
+        uvloop.install()
 
     app = faust.App("bench-faust", broker=f"kafka://{bootstrap}", value_serializer="raw",
                     broker_rebalance_timeout=5, broker_session_timeout=10, web_enabled=False,
@@ -117,10 +129,10 @@ def faust_consume_child(bootstrap: str, topic: str, n: int, out: str) -> None:
     worker.execute_from_commandline()
 
 
-def faust_consume(bootstrap: str, topic: str, n: int, run: Path) -> float:
+def faust_consume(bootstrap: str, topic: str, n: int, run: Path, loop: str) -> float:
     out = run / "faust.json"
     proc = subprocess.Popen([sys.executable, __file__, CHILD_FAUST, bootstrap, topic, str(n),
-                             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             str(out), loop], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         proc.wait(600)
     finally:
@@ -138,59 +150,172 @@ def _redis_calls(redis: Redis) -> int:
     return sum(int(v["calls"]) for v in stats.values())
 
 
-def _lag(http: int, topic: str) -> float:
+async def _published_lists(bootstrap: str, topic: str) -> list[tuple[float, dict[str, Any]]]:
+    """Every message on the recommendations topic: (broker timestamp s, body)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    await consumer.start()
+    out: list[tuple[float, dict[str, Any]]] = []
+    try:
+        while not consumer.assignment():  # noqa: ASYNC110 (aiokafka has no assignment event)
+            await asyncio.sleep(0.05)
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end for tp, end in ends.items()])
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for messages in batch.values():
+                out += [(m.timestamp / 1000, orjson.loads(m.value)) for m in messages]
+    finally:
+        await consumer.stop()
+    return out
+
+
+def _check_outcome(payloads: list[bytes], lists: list[tuple[float, dict[str, Any]]],
+                   redis: Redis, before: int) -> dict[str, int]:
+    """Every event applied exactly once; every user's last event triggered a list."""
+    stats = {k.decode(): int(v) for k, v in redis.hgetall(Keys().stats).items()}
+    last_event: dict[str, str] = {}
+    for raw in payloads:
+        body = orjson.loads(raw)
+        last_event[body["user_id"]] = body["event_id"]
+    triggers = {(body["user_id"], body["trigger"]["event_id"]) for _, body in lists}
+    missing = sum((user, event_id) not in triggers for user, event_id in last_event.items())
+    applied = stats.get("applied", 0) - before
+    if applied != len(payloads) or missing:
+        raise RuntimeError(f"full path incomplete: applied {applied} of {len(payloads)}, "
+                           f"{missing} users without a list for their last event")
+    return {"applied": applied, "users": len(last_event), "lists": len(lists)}
+
+
+def _stage_seconds(http: int) -> dict[str, float]:
+    """Total seconds the worker spent in each stage and Redis operation (histogram sums)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith("streamrec_consumer_lag_messages{")
-               and f'topic="{topic}"' in line)
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        for metric in ("streamrec_stage_seconds_sum", "streamrec_redis_seconds_sum",
+                       "streamrec_recommend_seconds_sum", "streamrec_state_batch_events_count"):
+            if name.startswith(metric):
+                out[name.removeprefix("streamrec_").replace("_seconds_sum", "")
+                    .replace("state_batch_events_count", "batches")] = \
+                    round(float(value), 3)
+    return out
 
 
-def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path) -> dict[str, float]:
-    """One worker (role all) over n events already on events.view; the clock starts when
-    the worker has joined its group (it starts consuming then)."""
+FRESHNESS = "streamrec_event_to_recommendation_seconds"
+
+
+def _metrics(http: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5).read().decode()
+
+
+def _train_model(env: dict[str, str], http: int, budget_s: float) -> str:
+    """One trainer round on the state so far; waits until the worker serves with it."""
+    subprocess.run([sys.executable, "-m", "streamrec.cli", "trainer", "--once",
+                    "--time-budget", str(budget_s)], env=env, check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz",
+                                                   timeout=5).read())
+        if health["model_version"] != "markov":
+            return str(health["model_version"])
+        time.sleep(0.2)
+    raise RuntimeError("the worker did not load the trained model within 60 s")
+
+
+def _wait_applied(redis: Redis, n: int, worker: WorkerProcess) -> None:
+    deadline = time.monotonic() + 900
+    while int(redis.hget(Keys().stats, "applied") or 0) < n:
+        if time.monotonic() > deadline or not worker.running:
+            raise RuntimeError(f"not all {n} events applied\n{worker.log_tail()}")
+        time.sleep(0.05)
+
+
+def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loop: str,
+              warmup: list[bytes], train_budget_s: float,
+              paced_seconds: float) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One worker (role all). A warm-up builds the state and, with a training budget, a
+    SASRec version is trained on it and loaded, so the run includes user embeddings and
+    sequence scoring. Then (c): the n events are published as fast as the producer goes
+    (several times the worker's rate: a backlog from the start); the clock runs from the
+    first of them to the broker timestamp of the last list. Then (d): half that rate
+    offered for ``paced_seconds`` to the same worker."""
     n = len(payloads)
     bootstrap = f"127.0.0.1:{kafka}"
     http = free_port()
-    env = dict(os.environ, STREAMREC_KAFKA__BOOTSTRAP=bootstrap,
-               STREAMREC_REDIS__URL=f"redis://127.0.0.1:{redis_port}/0",
-               STREAMREC_METRICS__PORT=str(http), STREAMREC_WORKER__DATA_DIR=str(run / "faust"),
-               STREAMREC_WORKER__LAG_INTERVAL_S="0.5", STREAMREC_LOG_LEVEL="WARNING")
+    values: dict[str, Any] = {
+        "kafka": {"bootstrap": bootstrap},
+        "redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
+        "metrics": {"port": http}, "log_level": "WARNING",
+        "worker": {"data_dir": str(run / "faust"), "event_loop": loop},
+        "trainer": {"threads": 1}}
+    env = dict(os.environ, **settings_env(values))
     redis = Redis(port=redis_port)
     worker = WorkerProcess(env, run, role="all")
     try:
-        asyncio.run(_fill(bootstrap, "events.view", payloads))  # all waiting before the start
         worker.start().wait_ready()
         assert worker.proc is not None
+        asyncio.run(_fill(bootstrap, "events.view", warmup))
+        _wait_applied(redis, len(warmup), worker)
+        model = _train_model(env, http, train_budget_s) if train_budget_s > 0 else "markov"
+        time.sleep(1.0)  # the warm-up's last lists
         cpu0, calls0 = _cpu_seconds(worker.proc.pid), _redis_calls(redis)
-        start = time.perf_counter()
-        applied_at = None
-        while True:
-            applied = int(redis.hget(Keys().stats, "applied") or 0)
-            if applied >= n and applied_at is None:
-                applied_at = time.perf_counter()
-            if applied_at is not None and _lag(http, "streamrec.user-updates") == 0 \
-                    and time.perf_counter() - applied_at > 0.6:
-                break
-            if time.perf_counter() - start > 900:
-                raise RuntimeError(f"full path: {applied} of {n} applied in 900 s")
-            time.sleep(0.05)
-        seconds = time.perf_counter() - start - 0.6  # the lag gauge's settle time
+        started = time.time()
+        asyncio.run(_fill(bootstrap, "events.view", payloads))
+        _wait_applied(redis, len(warmup) + n, worker)
+        time.sleep(1.0)  # the last batch's lists are published after its state step
         cpu = _cpu_seconds(worker.proc.pid) - cpu0
         calls = _redis_calls(redis) - calls0
+        ours = {orjson.loads(raw)["event_id"] for raw in payloads}
+        lists = [(ts, body) for ts, body in asyncio.run(_published_lists(bootstrap,
+                                                                          "recommendations"))
+                 if body["trigger"]["event_id"] in ours]
+        outcome = _check_outcome(payloads, lists, redis, len(warmup))
+        stages = _stage_seconds(http)
+        seconds = max(ts for ts, _ in lists) - started
+        paced = None
+        if paced_seconds > 0:
+            rate = n / seconds / 2
+            before = histogram_buckets(_metrics(http), FRESHNESS)
+            client = asyncio.run(offer_load(Settings.model_validate(values), rate,
+                                            paced_seconds, seed=99, n_users=20_000,
+                                            n_items=5_000))
+            observed = bucket_delta(histogram_buckets(_metrics(http), FRESHNESS), before)
+            paced = {"offered_rate": rate, "seconds": paced_seconds,
+                     "freshness_histogram_s": quantiles(observed, (0.5, 0.99)),
+                     "freshness_client_s": {"p50": float(np.percentile(client, 50)),
+                                            "p99": float(np.percentile(client, 99)),
+                                            "count": len(client)}}
     finally:
         worker.stop()
-    return {"seconds": seconds, "applied_seconds": (applied_at or 0) - start,
-            "cpu_s_per_1000": 1000 * cpu / n, "redis_commands_per_event": calls / n}
+    return ({"seconds": seconds, "model": model, "cpu_s_per_1000": 1000 * cpu / n,
+             "redis_commands_per_event": calls / n, **outcome, "seconds_in": stages}, paced)
 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == CHILD_FAUST:
-        faust_consume_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        faust_consume_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5],
+                            sys.argv[6])
         return 0
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--out", default="out/pipeline")
+    p.add_argument("--warmup", type=int, default=20_000,
+                   help="events applied before the run (the model is trained on them)")
+    p.add_argument("--train-budget", type=float, default=30.0,
+                   help="SASRec trained this long on the warm-up state (0: Markov only)")
+    p.add_argument("--paced-seconds", type=float, default=30.0,
+                   help="freshness at half the measured full-path rate, for this long")
+    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                   help="event loop of all three paths (the worker's default is uvloop)")
     args = p.parse_args()
+    if args.loop == "uvloop":
+        import uvloop  # noqa: PLC0415
+
+        uvloop.install()
     run = Path(tempfile.mkdtemp(prefix="streamrec-pipeline-"))
     kafka, redis_port = free_port(), free_port()
     stack = Stack(run / "stack")
@@ -200,18 +325,23 @@ def main() -> int:
     try:
         asyncio.run(_fill(bootstrap, "bench.in", payloads))
         raw = asyncio.run(raw_passthrough(bootstrap, "bench.in", args.events))
-        faust_s = faust_consume(bootstrap, "bench.in", args.events, run)
-        full = full_path(kafka, redis_port, payloads, run)
+        faust_s = faust_consume(bootstrap, "bench.in", args.events, run, args.loop)
+        full, paced = full_path(kafka, redis_port, payloads, run, args.loop,
+                                _events(args.warmup, seed=11), args.train_budget,
+                                args.paced_seconds)
     finally:
         stack.down()
     rates = {"raw_aiokafka": args.events / raw, "faust_consume_only": args.events / faust_s,
              "streamrec_full_path": args.events / full["seconds"]}
     result = {
-        "events": args.events, "machine": f"{os.cpu_count()} cores, embedded Tansu + Redis",
+        "events": args.events, "loop": args.loop,
+        "machine": f"{os.cpu_count()} cores, embedded Tansu + Redis",
         "events_per_s": rates,
         "ratio_full_to_raw": rates["streamrec_full_path"] / rates["raw_aiokafka"],
         "ratio_full_to_faust": rates["streamrec_full_path"] / rates["faust_consume_only"],
         "full_path": full,
+        "freshness_at_half_rate": paced,
+        "model": full["model"],
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

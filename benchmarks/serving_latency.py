@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import subprocess
@@ -23,79 +22,11 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import orjson
-from aiokafka import AIOKafkaConsumer
+from load import histogram_quantiles, offer_load  # benchmarks/load.py
 
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
-from recmodels.datasets import synthetic_stream
-from streamrec.replay import EventPublisher
 from streamrec.settings import Settings
-
-
-def histogram_quantiles(text: str, name: str, qs: tuple[float, ...]) -> dict[str, float]:
-    """Quantiles from a Prometheus histogram's cumulative buckets (linear in a bucket)."""
-    buckets = []
-    for line in text.splitlines():
-        if line.startswith(f"{name}_bucket{{"):
-            le = line.split('le="')[1].split('"')[0]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
-    buckets.sort()
-    total = buckets[-1][1] if buckets else 0.0
-    out = {}
-    for q in qs:
-        target, prev_le, prev_n = q * total, 0.0, 0.0
-        for le, n in buckets:
-            if n >= target:
-                frac = (target - prev_n) / (n - prev_n) if n > prev_n else 1.0
-                out[f"p{int(q * 100)}"] = prev_le + frac * ((le if le != float("inf")
-                                                             else prev_le) - prev_le)
-                break
-            prev_le, prev_n = le, n
-    out["count"] = total
-    return out
-
-
-async def offer_load(settings: Settings, rate: float, seconds: float) -> list[float]:
-    events = [dataclasses.replace(e, ts=0) for e in synthetic_stream(int(rate * seconds),
-                                                                     n_users=5000,
-                                                                     n_items=2000)]
-    sent: dict[str, float] = {}
-    latencies: list[float] = []
-    consumer = AIOKafkaConsumer(settings.topics.recommendations,
-                                bootstrap_servers=settings.kafka.bootstrap, group_id=None,
-                                auto_offset_reset="latest", fetch_max_wait_ms=10)
-    await consumer.start()
-    await asyncio.sleep(1)
-
-    async def collect(stop: asyncio.Event) -> None:
-        while not (stop.is_set() and len(latencies) >= len(sent) * 0.5):
-            batch = await consumer.getmany(timeout_ms=100)
-            now = time.time()
-            for msgs in batch.values():
-                for m in msgs:
-                    trigger = orjson.loads(m.value)["trigger"]["event_id"]
-                    if trigger in sent:
-                        latencies.append(now - sent.pop(trigger))
-            if stop.is_set() and not batch:
-                break
-
-    stop = asyncio.Event()
-    task = asyncio.create_task(collect(stop))
-    start = time.perf_counter()
-    async with EventPublisher(settings) as publisher:
-        for i, planned in enumerate(events):
-            event = dataclasses.replace(planned, ts=int(time.time() * 1000))
-            sent[event.event_id] = time.time()
-            await publisher.send(event)
-            ahead = (i + 1) / rate - (time.perf_counter() - start)
-            if ahead > 0.001:
-                await asyncio.sleep(ahead)
-    await asyncio.sleep(3)
-    stop.set()
-    await task
-    await consumer.stop()
-    return latencies
 
 
 def main() -> int:

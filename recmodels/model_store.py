@@ -1,5 +1,6 @@
 """Published model versions in Redis: ``sr:model:{ver}:weights`` (safetensors bytes),
-``sr:model:{ver}:meta`` (JSON: config, items, metrics), ``sr:model:current`` (version).
+``sr:model:{ver}:meta`` (JSON: config, items, metrics, and the blend fitted on the
+trainer's holdout when there is one), ``sr:model:current`` (version).
 
 The trainer writes a version's blobs first and flips ``current`` with one SET, so a reader
 sees either the old version or the complete new one. Weights are safetensors: loading
@@ -21,6 +22,7 @@ from safetensors.torch import save as st_save
 from recmodels.checkpoint import Checkpoint
 from recmodels.sasrec import SASRecConfig
 from recmodels.split import ItemVocab
+from serving.ranking import BlendWeights
 from streamrec.errors import StreamrecError
 from streamrec.keys import Keys
 
@@ -37,14 +39,32 @@ class PublishedModel:
     checkpoint: Checkpoint
     created_at_ms: int
     metrics: dict[str, float]
+    blend: BlendWeights | None = None  # fitted on the trainer's holdout
+
+
+def blend_to_meta(weights: BlendWeights, **extra: Any) -> dict[str, Any]:
+    """The ``blend`` entry of a version's metadata: weights, normalisation and ``extra``
+    (what the fit found on the holdout)."""
+    return {"markov": weights.markov, "sequence": weights.sequence,
+            "trending": weights.trending, "normalisation": weights.normalisation, **extra}
+
+
+def blend_from_meta(raw: Any) -> BlendWeights | None:
+    """The fitted blend of a version's metadata; None when it has none."""
+    if raw is None:
+        return None
+    return BlendWeights(float(raw["markov"]), float(raw["sequence"]), float(raw["trending"]),
+                        raw["normalisation"])
 
 
 def to_blobs(checkpoint: Checkpoint, version: str, metrics: dict[str, float],
-             created_at_ms: int) -> tuple[bytes, bytes]:
+             created_at_ms: int, blend: dict[str, Any] | None = None) -> tuple[bytes, bytes]:
     tensors = {k: v.detach().cpu().contiguous() for k, v in checkpoint.state_dict.items()}
     meta = {"version": version, "model": "sasrec", "config": checkpoint.config.to_dict(),
             "items": list(checkpoint.vocab.items), "created_at_ms": created_at_ms,
             "metrics": metrics, "history": checkpoint.history, "meta": checkpoint.meta}
+    if blend is not None:
+        meta["blend"] = blend
     return st_save(tensors), json.dumps(meta).encode()
 
 
@@ -54,12 +74,13 @@ def from_blobs(weights: bytes, meta_raw: bytes, where: str) -> PublishedModel:
         config = SASRecConfig.from_dict(meta["config"])
         vocab = ItemVocab(meta["items"])
         state = st_load(weights)
+        blend = blend_from_meta(meta.get("blend"))
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelStoreError(f"{where}: unreadable model version: {exc}") from None
     checkpoint = Checkpoint(config, vocab, state, list(meta.get("history", [])),
                             dict(meta.get("meta", {})))
     return PublishedModel(str(meta["version"]), checkpoint, int(meta["created_at_ms"]),
-                          {k: float(v) for k, v in meta.get("metrics", {}).items()})
+                          {k: float(v) for k, v in meta.get("metrics", {}).items()}, blend)
 
 
 class ModelStore:
@@ -96,10 +117,11 @@ class ModelStore:
         return await self.load(version) if version else None
 
     async def publish(self, checkpoint: Checkpoint, metrics: dict[str, float],
-                      keep: int = 3) -> str:
-        """Write a new version, flip ``current`` to it, drop versions older than ``keep``."""
+                      keep: int = 3, blend: dict[str, Any] | None = None) -> str:
+        """Write a new version, flip ``current`` to it, drop versions older than ``keep``.
+        ``blend``: the fitted blend (:func:`blend_to_meta`), when there is one."""
         version = await self.next_version()
-        weights, meta = to_blobs(checkpoint, version, metrics, int(time.time() * 1000))
+        weights, meta = to_blobs(checkpoint, version, metrics, int(time.time() * 1000), blend)
         await self._redis.mset({self._key(version, "weights"): weights,
                                 self._key(version, "meta"): meta})
         await self._redis.set(self.current_key, version)

@@ -16,11 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recmodels.checkpoint import Checkpoint
 from recmodels.model_store import ModelStore, ModelStoreError, PublishedModel
 from recmodels.sasrec import SASRec, pad_histories
+from serving.ranking import BlendWeights
 from streamrec import metrics
 
 log = logging.getLogger(__name__)
+
+USER_BATCH = 1024  # sequences encoded at once
 
 
 @dataclass(frozen=True)
@@ -30,13 +34,22 @@ class OnlineModel:
     item_vectors: np.ndarray  # [n_items, d] float32; row i = Redis index i
     created_at_ms: int
     ndcg_at_10: float | None
+    blend: BlendWeights | None = None  # fitted on the trainer's holdout
 
     @classmethod
     def from_published(cls, published: PublishedModel) -> OnlineModel:
-        model = published.checkpoint.model("cpu")
+        online = cls.from_checkpoint(published.checkpoint, published.version,
+                                     published.created_at_ms)
+        return cls(online.version, online.model, online.item_vectors, online.created_at_ms,
+                   published.metrics.get("ndcg@10"), published.blend)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, version: str,
+                        created_at_ms: int = 0) -> OnlineModel:
+        """The online form of a checkpoint whose vocabulary is ``sr:item:ids`` in order."""
+        model = checkpoint.model("cpu")
         vectors = model.item_emb.weight.detach()[1:].numpy().astype(np.float32, copy=True)
-        return cls(published.version, model, vectors, published.created_at_ms,
-                   published.metrics.get("ndcg@10"))
+        return cls(version, model, vectors, created_at_ms, None)
 
     @property
     def n_items(self) -> int:
@@ -52,9 +65,10 @@ class OnlineModel:
         if not present:
             return out
         with torch.inference_mode():
-            seqs = pad_histories([rows[r] for r in present], self.model.config.max_len)
-            hidden = self.model.encode(seqs)[:, -1, :]
-        out[present] = hidden.float().numpy()
+            for start in range(0, len(present), USER_BATCH):
+                part = present[start:start + USER_BATCH]
+                seqs = pad_histories([rows[r] for r in part], self.model.config.max_len)
+                out[part] = self.model.encode(seqs)[:, -1, :].float().numpy()
         return out
 
 

@@ -5,7 +5,9 @@ One round: read every user's sequence from Redis -> leave-one-out split (the las
 each user is the holdout) -> warm start from the current version (new items get new
 rows) -> train within the time budget (validation picks the epoch) -> evaluate the new and
 the current version on the same holdout -> publish only when the new one's NDCG@10 is at
-least the current one's minus a tolerance -> flip ``sr:model:current`` and announce.
+least the current one's minus a tolerance -> fit the serving blend (weights and
+normalisation) on the same holdout (:mod:`recmodels.blend_holdout`) and store it with the
+version -> flip ``sr:model:current`` and announce.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import torch
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from recmodels.blend_holdout import fit_serving_blend
 from recmodels.checkpoint import warm_start
 from recmodels.evaluation import EvalConfig, Evaluator
 from recmodels.model_store import ModelStore
@@ -45,6 +49,7 @@ class RoundResult:
     seconds: float
     users: int
     items: int
+    blend: dict[str, Any] | None = None  # fitted on the holdout (model metadata "blend")
 
 
 async def read_sequences(redis: Redis, keys: Keys) -> tuple[list[str], dict[str, list[str]]]:
@@ -80,6 +85,8 @@ class Trainer:
 
     async def run_once(self) -> RoundResult:
         t = self.settings.trainer
+        if t.threads is not None:
+            torch.set_num_threads(t.threads)
         started = time.monotonic()
         redis = redis_client(self.settings.redis)
         try:
@@ -112,7 +119,14 @@ class Trainer:
                 metrics.TRAINER_RUNS.labels(outcome="rejected").inc()
                 return RoundResult("rejected", None, new, old, seconds, len(sequences),
                                    len(ids))
-            version = await store.publish(checkpoint, new, keep=t.keep_versions)
+            blend = None
+            if t.fit_blend:
+                fit = await asyncio.to_thread(
+                    fit_serving_blend, split, checkpoint, self.settings.serving,
+                    self.settings.state.markov_row_size, t.blend_users)
+                blend = fit.to_meta()
+            seconds = time.monotonic() - started
+            version = await store.publish(checkpoint, new, keep=t.keep_versions, blend=blend)
             await self._announce(version, new, len(ids))
             metrics.TRAINER_RUNS.labels(outcome="published").inc()
             metrics.MODEL_NDCG.set(new["ndcg@10"])
@@ -120,7 +134,7 @@ class Trainer:
             metrics.MODEL_VERSION.labels(version=version).set(1)
             metrics.TRAINER_SECONDS.observe(seconds)
             return RoundResult("published", version, new, old, seconds, len(sequences),
-                               len(ids))
+                               len(ids), blend)
         finally:
             await redis.aclose()
 

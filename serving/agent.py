@@ -1,4 +1,4 @@
-"""Agent body of serving: user updates in, recommendation messages out."""
+"""Serving: users whose state changed in, recommendation messages out."""
 
 from __future__ import annotations
 
@@ -8,41 +8,55 @@ from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Any
 
-from faust.types import EventT, TopicT
+from faust.types import EventT
 
 from serving.message import encode
 from serving.recommender import Recommender
 from streamrec import metrics
-from streamrec.acks import hold, release
+from streamrec.acks import release
+from streamrec.outbox import InOrderDelivery, Outbox, Records
 from streamrec.retry import redis_call
+from streams.agents import Announce
 from streams.user_updates import UserUpdate
 
 log = logging.getLogger(__name__)
 
 
-async def serve(batches: AsyncIterator[Sequence[EventT[Any]]], recommender: Recommender,
-                recommendations_topic: TopicT) -> None:
+def serve_inline(recommender: Recommender, topic: str) -> Announce:
+    """Compute and publish one list per user; freshness is observed once they are delivered."""
+    async def announce(updates: Sequence[UserUpdate], out: Records) -> None:
+        if not updates:
+            return
+        start = time.perf_counter()
+        messages = await redis_call("recommend", partial(recommender.recommend, updates))
+        metrics.RECOMMEND_SECONDS.observe(time.perf_counter() - start)
+        for message in messages:
+            await out.send(topic, message["user_id"].encode(), encode(message))
+        received = [u.received for u in updates if u.received]
+
+        def delivered() -> None:
+            now_ms = time.time() * 1000
+            for rx in received:
+                metrics.FRESHNESS_SECONDS.observe(max(0.0, now_ms - rx) / 1000)
+            metrics.RECOMMENDATIONS.inc(len(messages))
+
+        out.after_delivery(delivered)
+        metrics.STAGE_SECONDS.labels(stage="serving").observe(time.perf_counter() - start)
+    return announce
+
+
+async def serve(batches: AsyncIterator[Sequence[EventT[Any]]], announce: Announce,
+                outbox: Outbox) -> None:
+    """Role ``serving``: the agent body over ``streamrec.user-updates`` (held batches)."""
+    delivery = InOrderDelivery()
     async for batch in batches:
-        hold(batch)
         updates = []
         for ev in batch:
             try:
                 updates.append(UserUpdate.from_json(ev.value))
             except Exception:
                 log.exception("unreadable user update offset=%s", ev.message.offset)
-        if not updates:
-            release(batch)
-            continue
-        received = {u.user_id: u.received for u in updates}
-        start = time.perf_counter()
-        messages = await redis_call("recommend", partial(recommender.recommend, updates))
-        metrics.RECOMMEND_SECONDS.observe(time.perf_counter() - start)
-        for message in messages:
-            await recommendations_topic.send(key=message["user_id"].encode(),
-                                             value=encode(message))
-            rx = received.get(message["user_id"])
-            if rx:
-                metrics.FRESHNESS_SECONDS.observe(max(0.0, time.time() - rx / 1000))
-        metrics.RECOMMENDATIONS.inc(len(messages))
-        release(batch)
-        metrics.STAGE_SECONDS.labels(stage="serving").observe(time.perf_counter() - start)
+        out = outbox.records()
+        await announce(updates, out)
+        await delivery.hand_over(out, partial(release, batch))
+    await delivery.drain()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -108,32 +109,110 @@ def top_n(candidates: dict[int, Scored], popular: Sequence[tuple[int, float]],
     return ranked
 
 
-def sequence_scores(user_vector: np.ndarray, item_vectors: np.ndarray, k: int,
-                    exclude: set[int]) -> dict[int, float]:
-    """Top ``k`` items by dot product with the user vector (exact), excluded items masked."""
+Normalisation = Literal["max", "probability", "rank"]
+NORMALISATIONS: tuple[Normalisation, ...] = ("max", "probability", "rank")
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceCandidates:
+    scores: dict[int, float]  # item -> dot product
+    log_z: float  # log sum exp of the dot products of every item (softmax normaliser)
+
+
+def sequence_candidates(user_vector: np.ndarray, item_vectors: np.ndarray, k: int,
+                        exclude: set[int]) -> SequenceCandidates:
+    """Top ``k`` items by dot product with the user vector (exact), excluded items masked,
+    and the log of the softmax normaliser over the whole catalogue (before masking)."""
     if not len(item_vectors) or not np.any(user_vector):
-        return {}
+        return SequenceCandidates({}, 0.0)
     scores = item_vectors @ user_vector
+    top_score = float(scores.max())
+    log_z = top_score + math.log(float(np.exp(scores - top_score).sum()))
     banned = [i for i in exclude if i < len(scores)]
     if banned:
         scores[banned] = -np.inf
     k = min(k, len(scores))
     top = np.argpartition(-scores, k - 1)[:k]
-    return {int(i): float(scores[i]) for i in top if np.isfinite(scores[i])}
+    top = top[np.isfinite(scores[top])]
+    return SequenceCandidates(dict(zip(top.tolist(), scores[top].tolist(), strict=True)), log_z)
+
+
+def sequence_scores(user_vector: np.ndarray, item_vectors: np.ndarray, k: int,
+                    exclude: set[int]) -> dict[int, float]:
+    """Top ``k`` items by dot product with the user vector (exact), excluded items masked."""
+    return sequence_candidates(user_vector, item_vectors, k, exclude).scores
 
 
 @dataclass(frozen=True, slots=True)
 class BlendWeights:
+    """Weights of the normalised source scores, and how each source is normalised:
+
+    * ``max``: each source's best candidate at 1 (Markov p / max p, sequence
+      exp(s - max s), trending t / max t);
+    * ``probability``: next-item probabilities (Markov: the smoothed P(j | recent items)
+      as scored; sequence: SASRec's softmax over the whole catalogue, exp(s - log Z);
+      trending t / max t, the same list for every user, so its scale is the weight's);
+    * ``rank``: 1 / (1 + rank) within each source (rank 0 = its best candidate).
+    """
+
     markov: float = 1.0
     sequence: float = 1.0
     trending: float = 0.1
+    normalisation: Normalisation = "max"
+
+    def __post_init__(self) -> None:
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"blend normalisation: expected one of {NORMALISATIONS}, got "
+                             f"{self.normalisation!r}")
+        if min(self.markov, self.sequence, self.trending) < 0:
+            raise ValueError("blend weights must be >= 0")
 
 
-def blend(markov: dict[int, Scored], sequence: dict[int, float],
+@dataclass(frozen=True, slots=True)
+class SourceScores:
+    """Each source's candidates with their normalised scores (item -> score >= 0)."""
+
+    markov: dict[int, float]
+    sequence: dict[int, float]
+    trending: dict[int, float]
+
+
+def _reciprocal_ranks(scores: dict[int, float]) -> dict[int, float]:
+    order = sorted(scores, key=lambda item: (-scores[item], item))
+    return {item: 1.0 / (1 + rank) for rank, item in enumerate(order)}
+
+
+def normalise_sources(markov: dict[int, Scored], sequence: SequenceCandidates,
+                      trending: Sequence[tuple[int, float]],
+                      how: Normalisation) -> SourceScores:
+    """Per-source normalised scores (see :class:`BlendWeights` for the three ways)."""
+    raw_markov = {item: cand.score for item, cand in markov.items()}
+    trend = dict(trending)
+    top_t = max(trend.values(), default=0.0) or 1.0
+    trend = {item: score / top_t for item, score in trend.items()}
+    if how == "rank":
+        return SourceScores(_reciprocal_ranks(raw_markov), _reciprocal_ranks(sequence.scores),
+                            _reciprocal_ranks(trend))
+    seq = sequence.scores
+    if how == "probability":
+        return SourceScores(raw_markov, {i: math.exp(s - sequence.log_z) for i, s in seq.items()},
+                            trend)
+    top = max(raw_markov.values(), default=0.0) or 1.0
+    best = max(seq.values(), default=0.0)
+    return SourceScores({i: p / top for i, p in raw_markov.items()},
+                        {i: math.exp(s - best) for i, s in seq.items()}, trend)
+
+
+def blend(markov: dict[int, Scored], sequence: dict[int, float] | SequenceCandidates,
           trending: Sequence[tuple[int, float]], weights: BlendWeights) -> dict[int, Scored]:
-    """Weighted sum of per-source normalised scores, each in [0, 1] with the source's best
-    candidate at 1: Markov p / max p, sequence exp(s - max s), trending t / max t. Every
-    source that proposed an item stays in its reasons."""
+    """Weighted sum of per-source normalised scores (:func:`normalise_sources`); a source
+    with weight 0 proposes nothing. Every source that proposed an item stays in its
+    reasons."""
+    if not isinstance(sequence, SequenceCandidates):  # log Z unknown: over the candidates
+        top = max(sequence.values(), default=0.0)
+        log_z = top + math.log(sum(math.exp(s - top) for s in sequence.values()) or 1.0)
+        sequence = SequenceCandidates(sequence, log_z)
+    norm = normalise_sources(markov, sequence, trending, weights.normalisation)
     out: dict[int, Scored] = {}
 
     def add(item: int, value: float, reason: Reason) -> None:
@@ -143,19 +222,17 @@ def blend(markov: dict[int, Scored], sequence: dict[int, float],
         cand.score += value
         cand.reasons.append(reason)
 
-    if markov and weights.markov > 0:
-        top = max(c.score for c in markov.values()) or 1.0
-        for item, cand in markov.items():
-            add(item, weights.markov * cand.score / top, cand.reasons[0])
-    if sequence and weights.sequence > 0:
-        best = max(sequence.values())
-        for item, score in sequence.items():
-            add(item, weights.sequence * math.exp(score - best),
-                Reason("sequence", score=score))
-    if trending and weights.trending > 0:
-        top_t = max(score for _, score in trending) or 1.0
+    if weights.markov > 0:
+        for item, value in norm.markov.items():
+            add(item, weights.markov * value, markov[item].reasons[0])
+    if weights.sequence > 0:
+        for item, value in norm.sequence.items():
+            add(item, weights.sequence * value, Reason("sequence", score=sequence.scores[item]))
+    if weights.trending > 0:
+        top_t = max((score for _, score in trending), default=0.0) or 1.0
         for item, score in trending:
-            add(item, weights.trending * score / top_t, Reason("trending", score=score / top_t))
+            add(item, weights.trending * norm.trending[item],
+                Reason("trending", score=score / top_t))
     for cand in out.values():
         cand.reasons.sort(key=lambda r: REASON_ORDER[r.kind])
     return out

@@ -8,20 +8,12 @@ from typing import Any
 import numpy as np
 
 from recmodels.online import ModelHolder, OnlineModel
+from serving.batch_scoring import BatchInputs, rank_batch
 from serving.catalog import ItemCatalog
 from serving.coverage import CoverageWindow
 from serving.diversity import mmr
 from serving.message import recommendation
-from serving.ranking import (
-    BlendWeights,
-    Scored,
-    UserState,
-    blend,
-    exclusions,
-    markov_scores,
-    sequence_scores,
-    top_n,
-)
+from serving.ranking import BlendWeights, UserState, exclusions
 from serving.state_reader import ServingStateReader
 from streamrec import metrics
 from streamrec.settings import ServingSettings
@@ -53,8 +45,15 @@ class Recommender:
         self._clock_ms = clock_ms
         self._models = models
         self._weights = BlendWeights(settings.weight_markov, settings.weight_sequence,
-                                     settings.weight_trending)
+                                     settings.weight_trending, settings.normalisation)
         self.coverage = CoverageWindow(settings.coverage_window_s)
+
+    def weights(self, model: OnlineModel | None) -> BlendWeights:
+        """The model's fitted blend when ``serving.blend`` is ``fitted`` and it has one, else
+        the weights of the settings."""
+        if self._settings.blend == "fitted" and model is not None and model.blend is not None:
+            return model.blend
+        return self._weights
 
     async def recommend(self, updates: Sequence[UserUpdate], n: int | None = None,
                         remember: bool = True) -> list[dict[str, Any]]:
@@ -68,25 +67,25 @@ class Recommender:
         cfg = self._settings
         snap = await self._reader.read(list(latest))
         model = self._models.current if self._models is not None else None
-        use_sequence = model is not None and self._weights.sequence > 0
+        weights = self.weights(model)
+        use_sequence = model is not None and weights.sequence > 0
         vectors = _user_vectors(snap.users, model) if use_sequence and model else None
-        trending = snap.popular[:cfg.trending_candidates]
-        ranked: list[tuple[str, list[Scored]]] = []
-        for row, user in enumerate(snap.users):
-            exclude = exclusions(user, cfg.exclude_recent, cfg.exclude_purchased, snap.blocked)
-            markov = markov_scores(user.rows, snap.n_items, cfg.markov_smoothing,
-                                   cfg.markov_recency_decay)
-            sequence = sequence_scores(vectors[row], model.item_vectors, cfg.sequence_candidates,
-                                       exclude) if model is not None and vectors else {}
-            candidates = blend(markov, sequence, trending if user.sequence else [],
-                               self._weights)
-            size = n or cfg.top_n
-            if model is not None and cfg.diversity_lambda < 1.0:
-                pool = top_n(candidates, snap.popular, exclude, size * cfg.diversity_pool)
-                items = mmr(pool, model.item_vectors, cfg.diversity_lambda, size)
-            else:
-                items = top_n(candidates, snap.popular, exclude, size)
-            ranked.append((user.user_id, items))
+        size = n or cfg.top_n
+        diversify = model is not None and cfg.diversity_lambda < 1.0
+        excluded = [exclusions(u, cfg.exclude_recent, cfg.exclude_purchased, snap.blocked)
+                    for u in snap.users]
+        lists = rank_batch(
+            BatchInputs(n_users=len(snap.users), n_items=snap.n_items, markov=snap.markov,
+                        exclude=excluded, has_history=[bool(u.sequence) for u in snap.users],
+                        trending=snap.popular[:cfg.trending_candidates], popular=snap.popular,
+                        user_vectors=vectors,
+                        item_vectors=model.item_vectors if model is not None else None,
+                        sequence_k=cfg.sequence_candidates),
+            weights, cfg.markov_smoothing, cfg.markov_recency_decay,
+            size * cfg.diversity_pool if diversify else size)
+        if diversify and model is not None:
+            lists = [mmr(pool, model.item_vectors, cfg.diversity_lambda, size) for pool in lists]
+        ranked = [(user.user_id, items) for user, items in zip(snap.users, lists, strict=True)]
         highest = max((max(s.item, *(r.after or 0 for r in s.reasons))
                        for _, items in ranked for s in items), default=-1)
         ids = await self._catalog.ensure(highest)

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 from redis.asyncio import Redis
 
-from serving.ranking import MarkovRow, UserState
+from serving.batch_scoring import MarkovColumns
+from serving.ranking import UserState
 from streamrec.keys import Keys
 
 _SCRIPT = resources.files("serving").joinpath("read_state.lua").read_text()
@@ -21,7 +22,8 @@ class Snapshot:
     n_items: int
     popular: list[tuple[int, float]]
     blocked: frozenset[int]
-    users: list[UserState]
+    users: list[UserState]  # without Markov rows: those are in ``markov``, as columns
+    markov: MarkovColumns
 
 
 def _pairs(flat: Sequence[Any]) -> list[tuple[int, float]]:
@@ -32,18 +34,48 @@ def decode_sequence(packed: bytes) -> list[int]:
     return np.frombuffer(packed, dtype="<u4").astype(int).tolist() if packed else []
 
 
+def _markov_columns(per_user_rows: Sequence[Sequence[Any]]) -> MarkovColumns:
+    """Each user's rows (flat ``item, total, {succ, count, ...}`` triples) as columns."""
+    row_user: list[int] = []
+    row_rank: list[int] = []
+    row_item: list[bytes] = []
+    row_total: list[bytes] = []
+    lengths: list[int] = []
+    flat: list[bytes] = []
+    for user, rows in enumerate(per_user_rows):
+        for rank, i in enumerate(range(0, len(rows), 3)):
+            row_user.append(user)
+            row_rank.append(rank)
+            row_item.append(rows[i])
+            row_total.append(rows[i + 1])
+            lengths.append(len(rows[i + 2]) // 2)
+            flat += rows[i + 2]
+    if not row_user:
+        return MarkovColumns.empty()
+    pairs = np.fromiter(map(float, flat), dtype=np.float64, count=len(flat))
+    return MarkovColumns(
+        row_user=np.array(row_user, dtype=np.int64),
+        row_rank=np.array(row_rank, dtype=np.int64),
+        row_item=np.fromiter(map(int, row_item), dtype=np.int64, count=len(row_item)),
+        row_total=np.fromiter(map(float, row_total), dtype=np.float64, count=len(row_total)),
+        succ_row=np.repeat(np.arange(len(lengths), dtype=np.int64), lengths),
+        succ_item=pairs[0::2].astype(np.int64),
+        succ_count=pairs[1::2])
+
+
 def parse_snapshot(user_ids: Sequence[str], raw: Sequence[Any]) -> Snapshot:
     users = []
+    rows = []
     for user_id, (seq, bought, rows_flat, emb, ver) in zip(user_ids, raw[3:], strict=True):
-        rows = [MarkovRow(int(rows_flat[i]), float(rows_flat[i + 1]), _pairs(rows_flat[i + 2]))
-                for i in range(0, len(rows_flat), 3)]
+        rows.append(rows_flat)
         users.append(UserState(
             user_id=user_id, sequence=decode_sequence(seq),
-            bought=frozenset(int(b) for b in bought), rows=rows,
+            bought=frozenset(int(b) for b in bought),
             vector=np.frombuffer(emb, dtype="<f4") if emb else None,
             vector_version=ver.decode() if ver else None))
     return Snapshot(n_items=int(raw[0]), popular=_pairs(raw[1]),
-                    blocked=frozenset(int(b) for b in raw[2]), users=users)
+                    blocked=frozenset(int(b) for b in raw[2]), users=users,
+                    markov=_markov_columns(rows))
 
 
 class ServingStateReader:

@@ -45,11 +45,11 @@ def event_payload(event: Interaction) -> bytes:
 class EventPublisher:
     """One producer for many sends: events go to their typed topic, keyed by user."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, linger_ms: int = 5) -> None:
         self._topics = {"view": settings.topics.view, "click": settings.topics.click,
                         "purchase": settings.topics.purchase}
-        self._producer = AIOKafkaProducer(**aiokafka_options(settings.kafka), linger_ms=5,
-                                          max_batch_size=256 * 1024)
+        self._producer = AIOKafkaProducer(**aiokafka_options(settings.kafka),
+                                          linger_ms=linger_ms, max_batch_size=256 * 1024)
 
     async def __aenter__(self) -> EventPublisher:
         await self._producer.start()

@@ -4,8 +4,9 @@
    state; the trainer then trains SASRec on exactly those sequences (never on the part
    that is evaluated) and publishes it.
 2. The replayed part is published in order at ``--rate``. One stream worker applies it;
-   one serving worker per source (own consumer group, own output topic, blend weights
-   of that source only) publishes lists.
+   one serving worker per source (own consumer group, own output topic) publishes lists:
+   ``hybrid`` with the blend the trainer fitted on its own holdout (``serving.blend =
+   fitted``), the single sources with their fixed weights (``serving.blend = settings``).
 3. Each list, triggered by a user's event k, is scored against the user's event k + 1
    when the list was published before that event was: HR@10, NDCG@10 (1 / log2(rank + 2)),
    coverage (distinct items in the scored lists / catalogue) and freshness (event
@@ -27,23 +28,25 @@ from typing import Any
 
 import numpy as np
 import orjson
+import torch
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
+from recmodels.blend_fit import relative_gain
 from recmodels.datasets import Interaction, read_ml100k, read_seq_stream
 from recmodels.trainer import Trainer
 from streamrec.clients import aiokafka_options
 from streamrec.errors import DataError, StreamrecError
 from streamrec.keys import Keys
 from streamrec.replay import EventPublisher, publish
-from streamrec.settings import Settings, settings_env
+from streamrec.settings import Settings, get_settings, settings_env
 
 log = logging.getLogger(__name__)
 
 SOURCES: dict[str, tuple[float, float, float]] = {  # markov, sequence, trending weights
-    "hybrid": (1.0, 1.0, 0.1),
+    "hybrid": (1.0, 1.0, 0.1),  # only when the model has no fitted blend
     "markov": (1.0, 0.0, 0.0),
     "sequence": (0.0, 1.0, 0.0),
     "popularity": (0.0, 0.0, 0.0),  # only the popular fill
@@ -99,6 +102,15 @@ def score_lists(replayed: list[Published], lists: dict[str, dict[str, Any]], n_i
             "freshness_p99_s": float(np.nanpercentile(fresh, 99))}
 
 
+def hybrid_gains(report: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Relative gain of the hybrid over each single source, per metric."""
+    if "hybrid" not in report:
+        return {}
+    hybrid = report["hybrid"]
+    return {source: {m: relative_gain(hybrid[m], row[m]) for m in ("hr@10", "ndcg@10")}
+            for source, row in report.items() if source != "hybrid"}
+
+
 class ReplayEval:
     def __init__(self, events: list[Interaction], replay: int, rate: float,
                  sources: list[str], train_budget_s: float) -> None:
@@ -124,7 +136,8 @@ class ReplayEval:
             values["worker"]["app_id"] = f"replay-eval-{source}"
             values["topics"] = {"recommendations": f"recommendations-{source}"}
             values["serving"] = {"weight_markov": wm, "weight_sequence": ws,
-                                 "weight_trending": wt}
+                                 "weight_trending": wt,
+                                 "blend": "fitted" if source == "hybrid" else "settings"}
             values["worker"]["offset_reset"] = "latest"  # skip the warm-up's updates
         return values
 
@@ -155,7 +168,8 @@ class ReplayEval:
             report = {source: score_lists(self.published, lists[source], n_items)
                       for source in self.sources}
             return {"events_before": len(self.before), "events_replayed": len(self.replayed),
-                    "rate": self.rate, "items": n_items, "model": trained, "sources": report}
+                    "rate": self.rate, "items": n_items, "model": trained, "sources": report,
+                    "hybrid_gain": hybrid_gains(report)}
         finally:
             for w in workers:
                 w.stop()
@@ -163,12 +177,15 @@ class ReplayEval:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
     async def _train(self, settings: Settings) -> dict[str, Any]:
-        settings.trainer.time_budget_s = self.train_budget_s
-        settings.trainer.min_users = 1
+        """One trainer round; trainer settings from the environment (threads, blend fit)
+        except the time budget and the minimum number of users."""
+        settings.trainer = get_settings().trainer.model_copy(
+            update={"time_budget_s": self.train_budget_s, "min_users": 1})
         result = await Trainer(settings).run_once()
         if result.outcome != "published":
             raise StreamrecError(f"replay-eval: trainer did not publish ({result.outcome})")
-        return {"version": result.version, "holdout": result.new, "seconds": result.seconds}
+        return {"version": result.version, "holdout": result.new, "seconds": result.seconds,
+                "threads": torch.get_num_threads(), "blend": result.blend}
 
     async def _n_items(self, settings: Settings) -> int:
         redis = Redis.from_url(settings.redis.url)
@@ -187,9 +204,14 @@ class ReplayEval:
             return int(raw or 0)
 
         deadline = time.monotonic() + 1800
+        checked = time.monotonic()
         while asyncio.run(applied()) < n:
             if not worker.running:
                 raise StreamrecError(f"stream worker died:\n{worker.log_tail()}")
+            if time.monotonic() - checked > 10:
+                checked = time.monotonic()
+                if not self.stack.service("kafka").running:
+                    raise StreamrecError("replay-eval: the embedded broker stopped")
             if time.monotonic() > deadline:
                 raise StreamrecError("replay-eval: state not built within 30 min")
             time.sleep(0.5)

@@ -37,7 +37,6 @@ class TopicSettings(BaseModel):
     click: str = "events.click"
     purchase: str = "events.purchase"
     dlq: str = "events.dlq"
-    events: str = "streamrec.events"
     user_updates: str = "streamrec.user-updates"
     recommendations: str = "recommendations"
     model_updates: str = "streamrec.model-updates"
@@ -49,11 +48,22 @@ class EventWeights(BaseModel):
     purchase: float = Field(default=4.0, gt=0)
 
 
-class StateSettings(BaseModel):
+class BatchSettings(BaseModel):
+    batch_size: int = Field(default=2000, ge=1, description="most events in one batch")
+    batch_within_s: float = Field(default=0.005, gt=0, description="max wait to fill one take")
+    backlog_events: int = Field(
+        default=200, ge=1, description="while this many events wait in the log after a "
+                                       "take, the next take joins its batch (fewer, "
+                                       "larger batches under load)")
+    coalesce_s: float = Field(default=0.1, ge=0,
+                              description="longest a batch keeps joining takes")
+
+
+class StateSettings(BatchSettings):
     weights: EventWeights = EventWeights()
     sequence_length: int = Field(default=50, ge=1, description="L: recent items kept per user")
     markov_row_size: int = Field(
-        default=100, ge=1, description="K: successors read per Markov row (top K by count)")
+        default=30, ge=1, description="K: successors read per Markov row (top K by count)")
     popularity_half_life_s: float = Field(
         default=7 * 86400.0, ge=0, description="event-time half-life of popularity; 0 = no decay"
     )
@@ -61,11 +71,9 @@ class StateSettings(BaseModel):
     allowed_lateness_s: float = Field(
         default=3600.0, description="older than the user's last event by more: late; <0 off"
     )
-    batch_size: int = Field(default=2000, ge=1, description="events per stream.take batch")
-    batch_within_s: float = Field(default=0.005, gt=0, description="max wait to fill a batch")
 
 
-class ServingSettings(BaseModel):
+class ServingSettings(BatchSettings):
     top_n: int = Field(default=10, ge=1)
     markov_history: int = Field(default=3, ge=1, description="m: last items whose rows are read")
     markov_recency_decay: float = Field(default=0.5, gt=0, le=1)
@@ -75,6 +83,11 @@ class ServingSettings(BaseModel):
     weight_markov: float = Field(default=1.0, ge=0, description="blend weight of Markov")
     weight_sequence: float = Field(default=1.0, ge=0, description="blend weight of SASRec")
     weight_trending: float = Field(default=0.1, ge=0, description="blend weight of trending")
+    normalisation: Literal["max", "probability", "rank"] = Field(
+        default="max", description="how source scores are normalised with the weights above")
+    blend: Literal["fitted", "settings"] = Field(
+        default="fitted", description="fitted: the model's holdout-fitted blend when it has "
+        "one, else the settings' weights and normalisation; settings: always the settings'")
     sequence_candidates: int = Field(default=100, ge=1, description="top-k by user vector")
     trending_candidates: int = Field(default=20, ge=0, description="trending items blended")
     diversity_lambda: float = Field(
@@ -84,7 +97,6 @@ class ServingSettings(BaseModel):
     served_ttl_s: int = Field(default=7 * 86400, ge=1, description="keep served lists so long")
     coverage_window_s: float = Field(default=600.0, gt=0, description="served coverage window")
     batch_size: int = Field(default=500, ge=1)
-    batch_within_s: float = Field(default=0.005, gt=0)
 
 
 class TrainerSettings(BaseModel):
@@ -95,6 +107,11 @@ class TrainerSettings(BaseModel):
     min_users: int = Field(default=20, ge=1, description="users with >= 3 items to train")
     eval_users: int | None = Field(default=5000, ge=1, description="holdout users evaluated")
     keep_versions: int = Field(default=3, ge=1, description="model versions kept in Redis")
+    fit_blend: bool = Field(default=True, description="fit blend weights on the holdout")
+    blend_users: int = Field(default=10_000, ge=1,
+                             description="holdout users the blend weights are fitted on")
+    threads: int | None = Field(default=None, ge=1,
+                                description="torch CPU threads while training (None: torch's)")
 
 
 class MetricsSettings(BaseModel):
@@ -111,6 +128,11 @@ class WorkerSettings(BaseModel):
                                    description="longest a fetch waits for data (latency)")
     offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="where a new consumer group starts reading")
+    torch_threads: int = Field(
+        default=1, ge=1, description="PyTorch CPU threads for user embeddings in a worker "
+                                     "(the event loop is single-threaded anyway)")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="the worker's event loop (uvloop: less overhead per I/O)")
     lag_interval_s: float = Field(default=5.0, gt=0, description="consumer lag export period")
     topic_check_interval_s: float = Field(
         default=5.0, gt=0, description="how often the stream worker checks its topics exist")

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def topic_names(settings: Settings) -> list[str]:
     t = settings.topics
-    return [t.view, t.click, t.purchase, t.dlq, t.events, t.user_updates, t.recommendations,
+    return [t.view, t.click, t.purchase, t.dlq, t.user_updates, t.recommendations,
             t.model_updates]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -11,26 +12,29 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import torch
 from faust.types import EventT, StreamT
 
 from infra.stack import port_is_free
 from recmodels.model_store import ModelStore
 from recmodels.online import ModelHolder
-from serving.agent import serve
+from serving.agent import serve, serve_inline
 from serving.catalog import ItemCatalog
 from serving.recommender import MARKOV_VERSION, Recommender
 from serving.state_reader import ServingStateReader
 from serving.web import install_views
 from streamrec import metrics
+from streamrec.acks import backlog_after, held_batches
 from streamrec.clients import kafka_ssl_context, redis_client
 from streamrec.errors import StreamrecError
 from streamrec.faust_transport import App
 from streamrec.keys import Keys
+from streamrec.outbox import Outbox
 from streamrec.retry import probe_redis, redis_call
-from streamrec.settings import Settings
+from streamrec.settings import BatchSettings, Settings
 from streamrec.topics import ensure_topics
 from streamrec.watermarks import reset_watermarks
-from streams.agents import apply_state, ingest
+from streams.agents import EventPath, process_events, publish_updates
 from streams.state import ApplyConfig, RedisStateStore
 from streams.user_vectors import UserVectorWriter
 
@@ -51,10 +55,13 @@ def _credentials(settings: Settings) -> Any:
 Batches = AsyncIterator[Sequence[EventT[Any]]]
 
 
-def _batches(stream: StreamT[Any], size: int, within: float) -> Batches:
-    batches: Batches = stream.take_events(  # type: ignore[attr-defined]
-        size, within=within)
-    return batches
+def _batches(stream: StreamT[Any], batching: BatchSettings) -> Batches:
+    """Held batches: takes of up to ``size`` events, joined while a backlog is waiting."""
+    takes: Batches = stream.take_events(  # type: ignore[attr-defined]
+        batching.batch_size, within=batching.batch_within_s)
+    return held_batches(takes, batching.batch_size, batching.coalesce_s,
+                        backlog_after(stream.app.consumer.highwater),
+                        batching.backlog_events)
 
 
 ROLES = ("all", "stream", "serving")
@@ -87,15 +94,20 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
         datadir=w.data_dir,
         autodiscover=False,
         consumer_auto_offset_reset=w.offset_reset,
+        # Held batches (streamrec.acks) stay unacknowledged when a stop cancels them; they
+        # are delivered again after a restart, so stopping must not wait for their acks.
+        stream_wait_empty=False,
+        # A producer batch per partition that is full makes the next send wait for a
+        # broker round trip: room for a whole batch of lists (~1 KiB each) avoids that.
+        producer_max_batch_size=512 * 1024,
     )
     app.fetch_max_wait_ms = w.fetch_max_wait_ms
     t = settings.topics
     keys = Keys(settings.redis.prefix)
     redis = redis_client(settings.redis)
     st, sv = settings.state, settings.serving
-    events_topic = app.topic(t.events)
-    updates_topic = app.topic(t.user_updates)
     models = ModelHolder(ModelStore(redis, keys))
+    outbox = Outbox(app.maybe_start_producer)
 
     @app.timer(interval=sv.model_poll_s)  # type: ignore[untyped-decorator]
     async def refresh_model() -> None:
@@ -104,21 +116,28 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
         except Exception as exc:  # Redis away or a bad version: keep serving the current one
             log.warning("model refresh failed error=%s: %s", type(exc).__name__, exc)
 
+    recommender: Recommender | None = None
+    if role in ("all", "serving"):
+        reader = ServingStateReader(redis, keys, history=sv.markov_history,
+                                    row_size=settings.state.markov_row_size,
+                                    popular=4 * sv.top_n + sv.exclude_recent + 50)
+        recommender = Recommender(reader, ItemCatalog(redis, keys), sv,
+                                  clock_ms=lambda: int(time.time() * 1000), models=models)
+        metrics.MODEL_VERSION.labels(version=MARKOV_VERSION).set(1)
+
     if role in ("all", "stream"):
         input_topic = app.topic(t.view, t.click, t.purchase)
-        dlq_topic = app.topic(t.dlq)
-        type_by_topic = {t.view: "view", t.click: "click", t.purchase: "purchase"}
-        store = RedisStateStore(redis, ApplyConfig.from_settings(keys.prefix, w.app_id, st))
+        announce = serve_inline(recommender, t.recommendations) \
+            if recommender is not None else publish_updates(t.user_updates)
+        path = EventPath(
+            type_by_topic={t.view: "view", t.click: "click", t.purchase: "purchase"},
+            store=RedisStateStore(redis, ApplyConfig.from_settings(keys.prefix, w.app_id, st)),
+            outbox=outbox, dlq_topic=t.dlq, announce=announce,
+            vectors=UserVectorWriter(redis, keys, models))
 
-        @app.agent(input_topic, name="ingest")
-        async def ingest_agent(stream: StreamT[Any]) -> None:
-            await ingest(_batches(stream, st.batch_size, st.batch_within_s), type_by_topic,
-                         events_topic, dlq_topic)
-
-        @app.agent(events_topic, name="state")
-        async def state_agent(stream: StreamT[Any]) -> None:
-            await apply_state(_batches(stream, st.batch_size, st.batch_within_s), store,
-                              updates_topic, UserVectorWriter(redis, keys, models))
+        @app.agent(input_topic, name="events")
+        async def events_agent(stream: StreamT[Any]) -> None:
+            await process_events(_batches(stream, st), path)
 
         async def forget_watermarks(missing: list[str]) -> None:
             await redis_call("reset_watermarks",
@@ -135,20 +154,11 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
                 log.warning("topics were missing and are recreated names=%s "
                             "(broker lost its data?)", ",".join(created))
 
-    recommender: Recommender | None = None
-    if role in ("all", "serving"):
-        recommendations_topic = app.topic(t.recommendations)
-        reader = ServingStateReader(redis, keys, history=sv.markov_history,
-                                    row_size=settings.state.markov_row_size,
-                                    popular=4 * sv.top_n + sv.exclude_recent + 50)
-        recommender = Recommender(reader, ItemCatalog(redis, keys), sv,
-                                  clock_ms=lambda: int(time.time() * 1000), models=models)
-        metrics.MODEL_VERSION.labels(version=MARKOV_VERSION).set(1)
-
-        @app.agent(updates_topic, name="serving")
+    elif recommender is not None:
+        @app.agent(app.topic(t.user_updates), name="serving")
         async def serving_agent(stream: StreamT[Any]) -> None:
-            await serve(_batches(stream, sv.batch_size, sv.batch_within_s), recommender,
-                        recommendations_topic)
+            await serve(_batches(stream, sv),
+                        serve_inline(recommender, t.recommendations), outbox)
 
     install_views(app, role, recommender, lambda: models.version or MARKOV_VERSION)
 
@@ -200,9 +210,24 @@ def run_worker(settings: Settings, role: str = "all", ready_file: Path | None = 
     """Create missing topics, start /metrics, then hand over to Faust's worker."""
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)
+    if settings.worker.event_loop == "uvloop":
+        import uvloop  # noqa: PLC0415
+
+        uvloop.install()
+    torch.set_num_threads(settings.worker.torch_threads)
     Path(settings.worker.data_dir).mkdir(parents=True, exist_ok=True)
     app = build_app(settings, role, ready_file)
     asyncio.run(ensure_topics(settings))
     _check_port_free(settings.metrics.port)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    _tune_gc()
     worker.execute_from_commandline()
+
+
+def _tune_gc() -> None:
+    """The imports (Faust, PyTorch) leave ~10^6 long-lived objects that every full
+    collection would walk again; freeze them, and collect young objects less often (each
+    batch allocates many short-lived ones, which reference counting frees anyway)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)

@@ -1,26 +1,50 @@
-"""Agent bodies of the event path: ingest (validate, route) and state (apply, announce)."""
+"""Agent body of the event path: validate, apply the batch to the state, announce.
+
+One Faust hop per event: each batch from the input topics is decoded and validated (bad
+messages to the DLQ), applied to the state in one atomic step whose watermarks are the
+input partitions, and then announced for every user it touched: serving inline (role
+``all``) or a user update for the serving workers (role ``stream``). Everything a batch
+produces is delivered before the batch is acknowledged (in the background, while the next
+batch is worked on).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from faust.types import EventT, TopicT
+from faust.types import EventT
 
 from streamrec import metrics
-from streamrec.acks import hold, release
+from streamrec.acks import release
 from streamrec.errors import InvalidEvent
+from streamrec.outbox import InOrderDelivery, Outbox, Records
 from streamrec.retry import redis_call
 from streams.dlq import Source, dlq_record
-from streams.events import decode_event, load_normalised
+from streams.events import decode_event
 from streams.state import Positioned, StateStore
 from streams.user_updates import UserUpdate
 from streams.user_vectors import UserVectorWriter
 
 log = logging.getLogger(__name__)
+
+Announce = Callable[[Sequence[UserUpdate], Records], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class EventPath:
+    type_by_topic: dict[str, str]  # input topic -> the event type it carries
+    store: StateStore
+    outbox: Outbox
+    dlq_topic: str
+    announce: Announce  # serve the users inline, or publish their updates
+    vectors: UserVectorWriter | None = None
 
 
 def _source(event: EventT[Any]) -> Source:
@@ -28,85 +52,120 @@ def _source(event: EventT[Any]) -> Source:
     return Source(topic=msg.topic, partition=msg.partition, offset=msg.offset)
 
 
-async def ingest(batches: AsyncIterator[Sequence[EventT[Any]]], type_by_topic: dict[str, str],
-                 events_topic: TopicT, dlq_topic: TopicT) -> None:
-    """Decode and validate input events; valid ones go keyed by user, bad ones to the DLQ."""
-    async for batch in batches:
-        hold(batch)
-        start = time.perf_counter()
-        for ev in batch:
-            msg = ev.message
-            topic_type = type_by_topic.get(msg.topic)
-            raw: Any = ev.value
-            try:
-                if raw is not None and not isinstance(raw, bytes):
-                    raw = bytes(raw)
-                event = decode_event(raw, topic_type, broker_ts=int(msg.timestamp * 1000)
-                                     if msg.timestamp else None)
-            except InvalidEvent as err:
-                await _dead_letter(dlq_topic, err, raw, ev, topic_type)
-                continue
-            except Exception as exc:  # a bug must not kill the agent or lose the message
-                log.exception("ingest failed topic=%s offset=%s", msg.topic, msg.offset)
-                internal = InvalidEvent("internal_error", "", f"{type(exc).__name__}: {exc}")
-                await _dead_letter(dlq_topic, internal, raw, ev, topic_type)
-                continue
-            await events_topic.send(key=event.user_id.encode(), value=event.to_json())
-            metrics.EVENTS.labels(type=event.type, outcome="accepted").inc()
-        release(batch)
-        metrics.STAGE_SECONDS.labels(stage="ingest").observe(time.perf_counter() - start)
+async def validate(batch: Sequence[EventT[Any]], path: EventPath,
+                   out: Records) -> list[Positioned]:
+    """The valid events of a batch with their input coordinates; the others to the DLQ."""
+    valid: list[Positioned] = []
+    accepted: Counter[str] = Counter()
+    for ev in batch:
+        msg = ev.message
+        topic_type = path.type_by_topic.get(msg.topic)
+        raw: Any = ev.value
+        try:
+            if raw is not None and not isinstance(raw, bytes):
+                raw = bytes(raw)
+            event = decode_event(raw, topic_type, broker_ts=int(msg.timestamp * 1000)
+                                 if msg.timestamp else None)
+        except InvalidEvent as err:
+            await _dead_letter(path, err, raw, ev, topic_type, out)
+            continue
+        except Exception as exc:  # a bug must not kill the agent or lose the message
+            log.exception("validation failed topic=%s offset=%s", msg.topic, msg.offset)
+            internal = InvalidEvent("internal_error", "", f"{type(exc).__name__}: {exc}")
+            await _dead_letter(path, internal, raw, ev, topic_type, out)
+            continue
+        valid.append(Positioned(msg.topic, msg.partition, msg.offset, event))
+        accepted[event.type] += 1
+    for kind, n in accepted.items():
+        metrics.EVENTS.labels(type=kind, outcome="accepted").inc(n)
+    # A user's views, clicks and purchases come from three topics, interleaved as fetched:
+    # applied in event-time order (stable), the sequence follows what the user did.
+    valid.sort(key=_event_ts)
+    return valid
 
 
-async def _dead_letter(dlq_topic: TopicT, err: InvalidEvent, raw: bytes | None, ev: EventT[Any],
-                       topic_type: str | None) -> None:
-    await dlq_topic.send(value=dlq_record(err, raw, _source(ev)))
+def _event_ts(p: Positioned) -> int:
+    return p.event.ts
+
+
+async def _dead_letter(path: EventPath, err: InvalidEvent, raw: bytes | None, ev: EventT[Any],
+                       topic_type: str | None, out: Records) -> None:
+    await out.send(path.dlq_topic, None, dlq_record(err, raw, _source(ev)))
     metrics.DLQ.labels(reason=err.reason).inc()
     metrics.EVENTS.labels(type=topic_type or "unknown", outcome="invalid").inc()
 
 
-async def apply_state(batches: AsyncIterator[Sequence[EventT[Any]]], store: StateStore,
-                      updates_topic: TopicT, vectors: UserVectorWriter | None = None) -> None:
-    """Apply each batch atomically, then announce every user it touched."""
-    async for batch in batches:
-        hold(batch)
-        positioned = []
-        for ev in batch:
-            src = _source(ev)
-            try:
-                positioned.append(Positioned(src.topic, src.partition, src.offset,
-                                             load_normalised(ev.value)))
-            except Exception:
-                log.exception("unreadable normalised event topic=%s partition=%s offset=%s",
-                              src.topic, src.partition, src.offset)
-        if not positioned:
-            release(batch)
-            continue
-        start = time.perf_counter()
-        result = await redis_call("apply_batch", partial(store.apply, positioned))
-        metrics.STATE_BATCH_SECONDS.observe(time.perf_counter() - start)
-        metrics.STATE_BATCH_EVENTS.observe(len(positioned))
-        _count(positioned, result.applied, result.duplicates + result.below_watermark,
-               result.late)
-        if vectors is not None and result.sequences:
-            await redis_call("user_vectors", partial(vectors.write, result.sequences))
-        if result.online_evaluations:
-            metrics.ONLINE_EVALUATIONS.inc(result.online_evaluations)
-            metrics.ONLINE_HITS.inc(result.online_hits)
-        latest: dict[str, UserUpdate] = {}
-        for p in positioned:
-            e = p.event
-            latest[e.user_id] = UserUpdate(user_id=e.user_id, event_id=e.event_id, ts=e.ts,
-                                         received=e.received)
-        for update in latest.values():
-            await updates_topic.send(key=update.user_id.encode(), value=update.to_json())
-        release(batch)
-        metrics.STAGE_SECONDS.labels(stage="state").observe(time.perf_counter() - start)
+async def process_events(batches: AsyncIterator[Sequence[EventT[Any]]], path: EventPath) -> None:
+    """Validate, apply atomically, announce every user of the batch, deliver, acknowledge.
+
+    The batches arrive held (:func:`streamrec.acks.held_batches`). Two stages overlap:
+    while batch k is announced (lists computed and published), batch k + 1 is validated
+    and applied, so Python and Redis work at the same time. Announcements run in batch
+    order, one at a time; each batch is acknowledged once its records are delivered.
+    """
+    delivery = InOrderDelivery()
+    announcing: asyncio.Future[None] | None = None
+    try:
+        async for batch in batches:
+            out = path.outbox.records()
+            start = time.perf_counter()
+            positioned = await validate(batch, path, out)
+            metrics.STAGE_SECONDS.labels(stage="ingest").observe(time.perf_counter() - start)
+            updates = await _apply(positioned, path) if positioned else []
+            if announcing is not None:
+                await announcing
+            announcing = asyncio.ensure_future(
+                _announce(path, updates, out, delivery, partial(release, batch)))
+        if announcing is not None:
+            await announcing
+        await delivery.drain()
+    finally:
+        if announcing is not None and not announcing.done():
+            announcing.cancel()
 
 
-def _count(batch: Sequence[Positioned], applied: int, skipped: int, late: int) -> None:
+async def _announce(path: EventPath, updates: list[UserUpdate], out: Records,
+                    delivery: InOrderDelivery, acknowledge: Callable[[], None]) -> None:
+    if updates:
+        await path.announce(updates, out)
+    await delivery.hand_over(out, acknowledge)
+
+
+async def _apply(positioned: list[Positioned], path: EventPath) -> list[UserUpdate]:
+    """The state step; returns one update per user of the batch, redelivered ones included
+    (a crash between the state step and the announcement must not leave a user without a
+    list for the new state)."""
+    start = time.perf_counter()
+    result = await redis_call("apply_batch", partial(path.store.apply, positioned))
+    metrics.STATE_BATCH_SECONDS.observe(time.perf_counter() - start)
+    metrics.STATE_BATCH_EVENTS.observe(len(positioned))
+    _count(result.applied, result.duplicates + result.below_watermark, result.late)
+    if path.vectors is not None and result.sequences:
+        await redis_call("user_vectors", partial(path.vectors.write, result.sequences))
+    if result.online_evaluations:
+        metrics.ONLINE_EVALUATIONS.inc(result.online_evaluations)
+        metrics.ONLINE_HITS.inc(result.online_hits)
+    metrics.STAGE_SECONDS.labels(stage="state").observe(time.perf_counter() - start)
+    latest: dict[str, UserUpdate] = {}
+    for p in positioned:
+        e = p.event
+        latest[e.user_id] = UserUpdate(user_id=e.user_id, event_id=e.event_id, ts=e.ts,
+                                     received=e.received)
+    return list(latest.values())
+
+
+def _count(applied: int, skipped: int, late: int) -> None:
     metrics.EVENTS.labels(type="all", outcome="applied").inc(applied)
     if skipped:
         metrics.EVENTS.labels(type="all", outcome="duplicate").inc(skipped)
         metrics.DUPLICATES.inc(skipped)
     if late:
         metrics.LATE.inc(late)
+
+
+def publish_updates(topic: str) -> Announce:
+    """Role ``stream``: tell the serving workers which users changed."""
+    async def announce(updates: Sequence[UserUpdate], out: Records) -> None:
+        for update in updates:
+            await out.send(topic, update.user_id.encode(), update.to_json())
+    return announce

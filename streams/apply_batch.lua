@@ -13,8 +13,9 @@
 -- ARGV layout (built by streams/state.py):
 --   1 prefix  2 sequence length L  3 (unused)  4 popularity half-life ms (0: none)
 --   5 dedupe TTL s (0: off)  6 allowed lateness ms (<0: off)  7 watermark group
---   8 number of partition blocks, then per block:
---     topic, partition, n, then n x (offset, event_id, user_id, item_id, type, ts, weight)
+--   8 number of partitions B, then B x (topic, partition), then the number of events N,
+--   then N x (partition number 1..B, offset, event_id, user_id, item_id, type, ts, weight)
+--   in arrival order (offsets increase within each partition).
 -- Returns {applied, below_watermark, duplicates, late, online_hits, online_evaluations,
 -- {user, packed sequence, ...} of the users this batch changed}:
 -- an event that moves a user to a new item is an online evaluation of the list last served
@@ -46,14 +47,41 @@ local function f17(x)
   return string.format('%.17g', x)
 end
 
+-- Within a batch, writes are gathered in Lua tables and made once per user, item, row
+-- and transition at the end (sums of weights and of powers of two are exact, so this
+-- equals one write per event).
+local item_cache = {}
 local function item_index(item)
-  local idx = redis.call('HGET', idx_key, item)
+  local idx = item_cache[item]
   if idx then
-    return tonumber(idx)
+    return idx
   end
-  local n = redis.call('RPUSH', ids_key, item)
-  redis.call('HSET', idx_key, item, n - 1)
-  return n - 1
+  idx = redis.call('HGET', idx_key, item)
+  if idx then
+    idx = tonumber(idx)
+  else
+    idx = redis.call('RPUSH', ids_key, item) - 1
+    redis.call('HSET', idx_key, item, idx)
+  end
+  item_cache[item] = idx
+  return idx
+end
+
+local pop_add, pop_items = {}, {}
+local function flush_popularity()
+  for _, idx in ipairs(pop_items) do
+    redis.call('ZINCRBY', pop_key, f17(pop_add[idx]), idx)
+  end
+  pop_add, pop_items = {}, {}
+end
+
+local function add_pop(idx, x)
+  if pop_add[idx] == nil then
+    pop_add[idx] = x
+    pop_items[#pop_items + 1] = idx
+  else
+    pop_add[idx] = pop_add[idx] + x
+  end
 end
 
 -- Forward decay in whole steps: add w * 2^(step(ts) - landmark), landmark being a step
@@ -65,7 +93,7 @@ local function add_popularity(idx, w, ts)
     meta_dirty = true
   end
   if half_life <= 0 then
-    redis.call('ZINCRBY', pop_key, f17(w), idx)
+    add_pop(idx, w)
     return
   end
   local step = math.floor(ts / half_life)
@@ -75,40 +103,67 @@ local function add_popularity(idx, w, ts)
   end
   local e = step - landmark
   if e > 512 then
+    flush_popularity()  -- gathered terms are relative to the old landmark
     local shift = e
     redis.call('ZUNIONSTORE', pop_key, 1, pop_key, 'WEIGHTS', f17(2 ^ (-shift)))
     landmark = landmark + shift
     meta_dirty = true
     e = e - shift
   end
-  redis.call('ZINCRBY', pop_key, f17(w * 2 ^ e), idx)
+  add_pop(idx, w * 2 ^ e)
 end
 
-local touched = {}
+local mk_add, mk_pairs, total_add, total_rows = {}, {}, {}, {}
+local function add_transition(last, c, w)
+  local row = mk_add[last]
+  if row == nil then
+    row = {}
+    mk_add[last] = row
+    total_add[last] = 0
+    total_rows[#total_rows + 1] = last
+  end
+  if row[c] == nil then
+    row[c] = w
+    mk_pairs[#mk_pairs + 1] = {last, c}
+  else
+    row[c] = row[c] + w
+  end
+  total_add[last] = total_add[last] + w
+end
+
+-- users: {seq, ts, ts_text, n, served, dirty}, read once per batch
+local users = {}
 local touched_list = {}
+local function user_state(user)
+  local u = users[user]
+  if u == nil then
+    local ukey = prefix .. 'u:' .. user
+    local fields = redis.call('HMGET', ukey, 'seq', 'ts')
+    u = {seq = fields[1] or '', ts = tonumber(fields[2]), n = 0,
+         served = redis.call('GET', prefix .. 'served:' .. user), dirty = false}
+    users[user] = u
+    touched_list[#touched_list + 1] = user
+  end
+  return u
+end
 
 local function apply(user, item, etype, ts_text, w)
   local ts = tonumber(ts_text)
-  if not touched[user] then
-    touched[user] = true
-    touched_list[#touched_list + 1] = user
-  end
+  local u = user_state(user)
   local c = item_index(item)
   add_popularity(c, w, ts)
-  local ukey = prefix .. 'u:' .. user
   if etype == 'purchase' then
-    redis.call('SADD', ukey .. ':bought', c)
+    redis.call('SADD', prefix .. 'u:' .. user .. ':bought', c)
   end
-  redis.call('HINCRBY', ukey, 'n', 1)
-  local u = redis.call('HMGET', ukey, 'seq', 'ts')
-  local seq = u[1] or ''
-  local user_ts = tonumber(u[2])
-  if lateness >= 0 and user_ts ~= nil and user_ts - ts > lateness then
+  u.n = u.n + 1
+  local seq = u.seq
+  if lateness >= 0 and u.ts ~= nil and u.ts - ts > lateness then
     late = late + 1
     return
   end
-  if user_ts == nil or ts > user_ts then
-    redis.call('HSET', ukey, 'ts', ts_text)
+  if u.ts == nil or ts > u.ts then
+    u.ts = ts
+    u.ts_text = ts_text
   end
   local last = nil
   if #seq >= 4 then
@@ -117,64 +172,89 @@ local function apply(user, item, etype, ts_text, w)
   if last == c then
     return -- a repeat of the item just seen (view -> click -> purchase) moves nothing
   end
-  local served = redis.call('GET', prefix .. 'served:' .. user)
-  if served then
+  if u.served then
     evaluations = evaluations + 1
-    for pos = 1, #served - 3, 4 do
-      if struct.unpack('<I4', served, pos) == c then
+    for pos = 1, #u.served - 3, 4 do
+      if struct.unpack('<I4', u.served, pos) == c then
         hits = hits + 1
         break
       end
     end
   end
   if last ~= nil then
-    local row = prefix .. 'mk:' .. last
-    redis.call('ZINCRBY', row, f17(w), c)
-    redis.call('HINCRBYFLOAT', total_key, last, f17(w))
+    add_transition(last, c, w)
   end
   seq = seq .. struct.pack('<I4', c)
   if #seq > 4 * L then
     seq = string.sub(seq, #seq - 4 * L + 1)
   end
-  redis.call('HSET', ukey, 'seq', seq)
+  u.seq = seq
+  u.dirty = true
 end
 
+local wm_keys, wms, highs = {}, {}, {}
 local i = 9
-for _ = 1, nblocks do
-  local topic, partition, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  i = i + 3
-  local wm_key = prefix .. 'wm:' .. group .. ':' .. topic .. ':' .. partition
-  local wm = tonumber(redis.call('GET', wm_key) or '-1')
-  local high = wm
-  local high_text = nil
-  for _ = 1, n do
-    local offset = tonumber(ARGV[i])
-    -- At or below the watermark: a redelivery, unless dedupe is on and its event_id was
-    -- never seen, which means the log was reset (a broker that lost its data): apply.
-    if offset <= wm and (dedupe_ttl <= 0 or
-        redis.call('EXISTS', prefix .. 'dedupe:' .. ARGV[i + 1]) == 1) then
-      below_wm = below_wm + 1
-    else
-      if offset > high then
-        high = offset
-        high_text = ARGV[i]
-      end
-      local fresh = true
-      if dedupe_ttl > 0 then
-        fresh = redis.call('SET', prefix .. 'dedupe:' .. ARGV[i + 1], '1', 'NX', 'EX', dedupe_ttl)
-      end
-      if fresh then
-        apply(ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6]))
-        applied = applied + 1
-      else
-        duplicates = duplicates + 1
-      end
+for b = 1, nblocks do
+  wm_keys[b] = prefix .. 'wm:' .. group .. ':' .. ARGV[i] .. ':' .. ARGV[i + 1]
+  wms[b] = tonumber(redis.call('GET', wm_keys[b]) or '-1')
+  i = i + 2
+end
+local nevents = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, nevents do
+  local b = tonumber(ARGV[i])
+  local offset = tonumber(ARGV[i + 1])
+  local event_id = ARGV[i + 2]
+  -- At or below the watermark: a redelivery, unless dedupe is on and its event_id was
+  -- never seen, which means the log was reset (a broker that lost its data): apply.
+  if offset <= wms[b] and (dedupe_ttl <= 0 or
+      redis.call('EXISTS', prefix .. 'dedupe:' .. event_id) == 1) then
+    below_wm = below_wm + 1
+  else
+    if highs[b] == nil or offset > tonumber(highs[b]) then
+      highs[b] = ARGV[i + 1]
     end
-    i = i + 7
+    local fresh = true
+    if dedupe_ttl > 0 then
+      fresh = redis.call('SET', prefix .. 'dedupe:' .. event_id, '1', 'NX', 'EX', dedupe_ttl)
+    end
+    if fresh then
+      apply(ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7]))
+      applied = applied + 1
+    else
+      duplicates = duplicates + 1
+    end
   end
-  if high_text ~= nil then
-    redis.call('SET', wm_key, high_text)
+  i = i + 8
+end
+for b = 1, nblocks do
+  if highs[b] ~= nil and tonumber(highs[b]) > wms[b] then
+    redis.call('SET', wm_keys[b], highs[b])
   end
+end
+
+flush_popularity()
+for _, pair in ipairs(mk_pairs) do
+  redis.call('ZINCRBY', prefix .. 'mk:' .. pair[1], f17(mk_add[pair[1]][pair[2]]), pair[2])
+end
+for _, last in ipairs(total_rows) do
+  redis.call('HINCRBYFLOAT', total_key, last, f17(total_add[last]))
+end
+
+local sequences = {}
+for _, user in ipairs(touched_list) do
+  local u = users[user]
+  local ukey = prefix .. 'u:' .. user
+  if u.dirty and u.ts_text then
+    redis.call('HSET', ukey, 'seq', u.seq, 'ts', u.ts_text)
+  elseif u.dirty then
+    redis.call('HSET', ukey, 'seq', u.seq)
+  elseif u.ts_text then
+    redis.call('HSET', ukey, 'ts', u.ts_text)
+  end
+  redis.call('HINCRBY', ukey, 'n', u.n)
+  sequences[#sequences + 1] = user
+  sequences[#sequences + 1] = u.seq
 end
 
 if applied > 0 then
@@ -187,12 +267,6 @@ if meta_dirty then
   else
     redis.call('HSET', meta_key, 'max_ts', f17(max_ts))
   end
-end
-
-local sequences = {}
-for _, user in ipairs(touched_list) do
-  sequences[#sequences + 1] = user
-  sequences[#sequences + 1] = redis.call('HGET', prefix .. 'u:' .. user, 'seq') or ''
 end
 
 return {applied, below_wm, duplicates, late, hits, evaluations, sequences}

@@ -42,7 +42,7 @@ class ApplyConfig:
     dedupe_ttl_s: int
     allowed_lateness_ms: int
     group: str
-    weights: dict[str, float]
+    weights: dict[str, str]  # event type -> weight, as the script reads it
 
     @classmethod
     def from_settings(cls, prefix: str, group: str, state: StateSettings) -> ApplyConfig:
@@ -54,28 +54,32 @@ class ApplyConfig:
             allowed_lateness_ms=int(state.allowed_lateness_s * 1000)
             if state.allowed_lateness_s >= 0 else -1,
             group=group,
-            weights={"view": state.weights.view, "click": state.weights.click,
-                     "purchase": state.weights.purchase},
+            weights={"view": repr(state.weights.view), "click": repr(state.weights.click),
+                     "purchase": repr(state.weights.purchase)},
         )
 
 
 def pack_batch(batch: Iterable[Positioned], config: ApplyConfig) -> list[str | int]:
-    """ARGV for ``apply_batch.lua``: events grouped by partition, in offset order."""
-    blocks: dict[tuple[str, int], list[Positioned]] = {}
-    for item in batch:
-        blocks.setdefault((item.topic, item.partition), []).append(item)
+    """ARGV for ``apply_batch.lua``: the partitions, then the events in arrival order, each
+    naming its partition by number (offsets increase within a partition)."""
+    blocks: dict[tuple[str, int], int] = {}
+    weights = config.weights
+    events: list[str | int] = []
+    n = 0
+    for p in batch:
+        block = blocks.setdefault((p.topic, p.partition), len(blocks) + 1)
+        e = p.event
+        events += [block, p.offset, e.event_id, e.user_id, e.item_id, e.type, e.ts,
+                   weights[e.type]]
+        n += 1
     args: list[str | int] = [
         config.prefix, config.sequence_length, 0, config.half_life_ms,
         config.dedupe_ttl_s, config.allowed_lateness_ms, config.group, len(blocks),
     ]
-    weights = config.weights
-    for (topic, partition), items in blocks.items():
-        items.sort(key=lambda p: p.offset)
-        args += [topic, partition, len(items)]
-        for p in items:
-            e = p.event
-            args += [p.offset, e.event_id, e.user_id, e.item_id, e.type, e.ts,
-                     repr(weights[e.type])]
+    for topic, partition in blocks:
+        args += [topic, partition]
+    args.append(n)
+    args += events
     return args
 
 

@@ -91,7 +91,7 @@ def pipeline_settings(stack: StackInfo, **overrides: Any) -> dict[str, Any]:
         "kafka": {"bootstrap": stack.bootstrap, "partitions": 2},
         "redis": {"url": stack.redis_url, "prefix": f"t{tag}:"},
         "topics": {name: f"{name}-{tag}" for name in (
-            "view", "click", "purchase", "dlq", "events", "user_updates", "recommendations",
+            "view", "click", "purchase", "dlq", "user_updates", "recommendations",
             "model_updates")},
         "worker": {"app_id": f"streamrec-{tag}"},
     }

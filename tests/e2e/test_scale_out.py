@@ -55,17 +55,20 @@ def test_two_plus_two_workers_share_partitions_and_match_one_worker(
     stream = [many.start_worker(role="stream"), many.start_worker(role="stream")]
     serving = [many.start_worker(role="serving"), many.start_worker(role="serving")]
     one.start_worker(role="all")
-    # let the groups settle: each stream worker owns some streamrec.events partitions
+    # let the groups settle: each stream worker owns some partitions of the input topics
     t = many.settings.topics
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        owned = [_partitions(w, t.events) for w in stream]
+        owned = [_partitions(w, t.view) for w in stream]
         if all(owned) and set.union(*owned) == {"0", "1", "2", "3"}:
             break
         time.sleep(0.5)
     assert all(owned), f"each stream worker owns partitions: {owned}"
     assert not owned[0] & owned[1]
     assert owned[0] | owned[1] == {"0", "1", "2", "3"}
+    # co-partitioned: a user's views, clicks and purchases are read by the same worker
+    for w, views in zip(stream, owned, strict=True):
+        assert _partitions(w, t.click) == _partitions(w, t.purchase) == views
 
     for p in (many, one):
         asyncio.run(publish(p.settings, events, len(events)))

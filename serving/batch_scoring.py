@@ -1,0 +1,264 @@
+"""Scoring a whole batch of users at once, in numpy (the serving hot path).
+
+The same maths as the per-user reference functions of :mod:`serving.ranking`
+(``markov_scores`` -> ``sequence_candidates`` -> ``blend`` -> ``top_n``), computed over
+flat arrays keyed by ``user * span + item`` so that the cost per user is a few array
+elements instead of Python objects per candidate. ``tests/unit/test_batch_scoring.py``
+checks that both give the same lists. Only the final top items become :class:`Scored`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving.ranking import BlendWeights, Reason, Scored
+
+_EMPTY_I = np.zeros(0, dtype=np.int64)
+_EMPTY_F = np.zeros(0, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class MarkovColumns:
+    """The Markov rows read for a batch of users, as columns.
+
+    Rows (one per recent distinct item of a user, most recent first): ``row_user`` (the
+    user's position in the batch), ``row_rank`` (0 = most recent), ``row_item``,
+    ``row_total`` (the row's total weight). Successors: ``succ_row`` (index of its row),
+    ``succ_item``, ``succ_count``.
+    """
+
+    row_user: np.ndarray
+    row_rank: np.ndarray
+    row_item: np.ndarray
+    row_total: np.ndarray
+    succ_row: np.ndarray
+    succ_item: np.ndarray
+    succ_count: np.ndarray
+
+    @classmethod
+    def empty(cls) -> MarkovColumns:
+        return cls(_EMPTY_I, _EMPTY_I, _EMPTY_I, _EMPTY_F, _EMPTY_I, _EMPTY_I, _EMPTY_F)
+
+
+@dataclass(frozen=True)
+class BatchInputs:
+    n_users: int
+    n_items: int
+    markov: MarkovColumns
+    exclude: Sequence[set[int]]  # per user: items never to recommend
+    has_history: Sequence[bool]  # per user: trending is blended only after a first event
+    trending: Sequence[tuple[int, float]]
+    popular: Sequence[tuple[int, float]]
+    user_vectors: Sequence[np.ndarray | None] | None = None  # per user, when a model is used
+    item_vectors: np.ndarray | None = None
+    sequence_k: int = 100
+
+
+@dataclass(frozen=True)
+class _Source:
+    keys: np.ndarray  # sorted, unique: user * span + item
+    normalised: np.ndarray
+    raw: np.ndarray  # what the reason shows
+
+
+def _segment_max(values: np.ndarray, users: np.ndarray, n_users: int) -> np.ndarray:
+    out = np.full(n_users, -np.inf)
+    np.maximum.at(out, users, values)
+    return out
+
+
+def _reciprocal_ranks(keys: np.ndarray, scores: np.ndarray, span: int) -> np.ndarray:
+    """1 / (1 + rank) within each user, rank by (-score, item)."""
+    users, items = keys // span, keys % span
+    order = np.lexsort((items, -scores, users))
+    sorted_users = users[order]
+    starts = np.searchsorted(sorted_users, sorted_users, side="left")
+    ranks = np.empty(len(keys), dtype=np.float64)
+    ranks[order] = np.arange(len(keys)) - starts
+    return 1.0 / (1.0 + ranks)
+
+
+def _markov(inp: BatchInputs, alpha: float, decay: float, span: int,
+            how: str) -> tuple[_Source, np.ndarray, np.ndarray]:
+    """Markov source: normalised scores, and per key the reason's (after, p)."""
+    m = inp.markov
+    row_weight = decay ** m.row_rank.astype(np.float64)
+    norm = np.bincount(m.row_user, weights=row_weight, minlength=inp.n_users)
+    denom = m.row_total + alpha * inp.n_items
+    keep = denom[m.succ_row] > 0
+    rows = m.succ_row[keep]
+    p = (m.succ_count[keep] + alpha) / denom[rows]
+    contrib = row_weight[rows] * p
+    users = m.row_user[rows]
+    keys = users.astype(np.int64) * span + m.succ_item[keep]
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    score = np.bincount(inverse, weights=contrib, minlength=len(uniq))
+    uniq_users = uniq // span
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(norm[uniq_users] > 0, score / norm[uniq_users], score)
+    # the reason: the strongest transition (the most recent row on ties)
+    best = np.lexsort((m.row_rank[rows], -contrib, inverse))
+    first = np.r_[True, inverse[best][1:] != inverse[best][:-1]] if len(best) else best
+    chosen = best[first] if len(best) else best
+    after, best_p = m.row_item[rows][chosen], p[chosen]
+    if how == "rank":
+        normalised = _reciprocal_ranks(uniq, score, span)
+    elif how == "probability":
+        normalised = score
+    else:
+        top = _segment_max(score, uniq_users, inp.n_users)
+        top = np.where(top > 0, top, 1.0)
+        normalised = score / top[uniq_users]
+    return _Source(uniq, normalised, score), after, best_p
+
+
+def _sequence(inp: BatchInputs, span: int, how: str) -> _Source:
+    """Sequence source: the top k items by dot product with each user's vector."""
+    items = inp.item_vectors
+    if inp.user_vectors is None or items is None or not len(items):
+        return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
+    rows = [u for u, v in enumerate(inp.user_vectors) if v is not None and np.any(v)]
+    if not rows:
+        return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
+    k = min(inp.sequence_k, len(items))
+    keys, raw, normalised = [], [], []
+    chunk = max(1, 4_000_000 // len(items))  # bounded memory for big catalogues
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        vectors = np.stack([np.asarray(inp.user_vectors[u], dtype=items.dtype)
+                            for u in part])
+        scores = (vectors @ items.T).astype(np.float64)
+        top = scores.max(axis=1, keepdims=True)
+        log_z = top[:, 0] + np.log(np.exp(scores - top).sum(axis=1))
+        for r, u in enumerate(part):
+            banned = [i for i in inp.exclude[u] if i < len(items)]
+            if banned:
+                scores[r, banned] = -np.inf
+        best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        picked = np.take_along_axis(scores, best, axis=1)
+        for r, u in enumerate(part):
+            ok = np.isfinite(picked[r])
+            s = picked[r][ok]
+            order = np.argsort(best[r][ok], kind="stable")
+            s, it = s[order], best[r][ok][order]
+            keys.append(u * span + it.astype(np.int64))
+            raw.append(s)
+            if how == "probability":
+                normalised.append(np.exp(s - log_z[r]))
+            elif how == "max":
+                normalised.append(np.exp(s - (s.max() if len(s) else 0.0)))
+    all_keys, all_raw = np.concatenate(keys), np.concatenate(raw)
+    if how == "rank":
+        return _Source(all_keys, _reciprocal_ranks(all_keys, all_raw, span), all_raw)
+    return _Source(all_keys, np.concatenate(normalised), all_raw)
+
+
+def _trending(inp: BatchInputs, span: int, how: str) -> _Source:
+    if not inp.trending:
+        return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
+    items = np.array([i for i, _ in inp.trending], dtype=np.int64)
+    scores = np.array([s for _, s in inp.trending], dtype=np.float64)
+    top_t = scores.max() if len(scores) and scores.max() != 0 else 1.0
+    scaled = scores / top_t
+    users = np.array([u for u in range(inp.n_users) if inp.has_history[u]], dtype=np.int64)
+    keys = (users[:, None] * span + items[None, :]).ravel()
+    raw = np.tile(scaled, len(users))
+    order = np.argsort(keys, kind="stable")
+    keys, raw = keys[order], raw[order]
+    if how == "rank":
+        return _Source(keys, _reciprocal_ranks(keys, raw, span), raw)
+    return _Source(keys, raw, raw)
+
+
+def _lookup(source: _Source, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``keys`` in the source and whether each is there."""
+    if not len(source.keys):
+        return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
+    at = np.minimum(np.searchsorted(source.keys, keys), len(source.keys) - 1)
+    return at, source.keys[at] == keys
+
+
+def rank_batch(inp: BatchInputs, weights: BlendWeights, alpha: float, decay: float,
+               size: int) -> list[list[Scored]]:
+    """The best ``size`` items of each user (blend of the sources, exclusions applied,
+    filled up with popular items), with their reasons; ties by item index."""
+    span = max([inp.n_items, *(i for i, _ in inp.popular), *(i for i, _ in inp.trending),
+                int(inp.markov.succ_item.max(initial=0)),
+                len(inp.item_vectors) if inp.item_vectors is not None else 0]) + 1
+    how = weights.normalisation
+    markov, after, best_p = _markov(inp, alpha, decay, span, how)
+    sequence = _sequence(inp, span, how) if weights.sequence > 0 else \
+        _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
+    trending = _trending(inp, span, how) if weights.trending > 0 else \
+        _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
+    parts = [(w, s) for w, s in ((weights.markov, markov), (weights.sequence, sequence),
+                                 (weights.trending, trending)) if w > 0 and len(s.keys)]
+    keys: np.ndarray
+    scores: np.ndarray
+    if parts:
+        keys, inverse = np.unique(np.concatenate([s.keys for _, s in parts]),
+                                  return_inverse=True)
+        scores = np.bincount(inverse, weights=np.concatenate([w * s.normalised
+                                                              for w, s in parts]),
+                             minlength=len(keys))
+    else:
+        keys, scores = _EMPTY_I, _EMPTY_F
+    excluded = np.array([u * span + i for u, items in enumerate(inp.exclude) for i in items],
+                        dtype=np.int64)
+    if len(excluded):
+        keep = ~np.isin(keys, excluded)
+        keys, scores = keys[keep], scores[keep]
+    users, items = keys // span, keys % span
+    order = np.lexsort((items, -scores, users))
+    sorted_users = users[order]
+    rank = np.arange(len(order)) - np.searchsorted(sorted_users, sorted_users, side="left")
+    top = order[rank < size]
+    keys, scores, users, items = keys[top], scores[top], users[top], items[top]
+    reasons = _reasons(keys, markov if weights.markov > 0 else None, after, best_p,
+                       sequence if weights.sequence > 0 else None,
+                       trending if weights.trending > 0 else None)
+    out: list[list[Scored]] = [[] for _ in range(inp.n_users)]
+    for u, item, score, why in zip(users.tolist(), items.tolist(), scores.tolist(), reasons,
+                                   strict=True):
+        out[u].append(Scored(item, score, why))
+    for u, ranked in enumerate(out):
+        if len(ranked) < size:
+            _fill_popular(ranked, inp.popular, inp.exclude[u], size)
+    return out
+
+
+def _reasons(keys: np.ndarray, markov: _Source | None, after: np.ndarray, best_p: np.ndarray,
+             sequence: _Source | None, trending: _Source | None) -> list[list[Reason]]:
+    out: list[list[Reason]] = [[] for _ in range(len(keys))]
+    if markov is not None:
+        at, there = _lookup(markov, keys)
+        for row in np.flatnonzero(there).tolist():
+            out[row].append(Reason("markov", after=int(after[at[row]]),
+                                   p=float(best_p[at[row]])))
+    if sequence is not None:
+        at, there = _lookup(sequence, keys)
+        for row in np.flatnonzero(there).tolist():
+            out[row].append(Reason("sequence", score=float(sequence.raw[at[row]])))
+    if trending is not None:
+        at, there = _lookup(trending, keys)
+        for row in np.flatnonzero(there).tolist():
+            out[row].append(Reason("trending", score=float(trending.raw[at[row]])))
+    return out
+
+
+def _fill_popular(ranked: list[Scored], popular: Sequence[tuple[int, float]],
+                  exclude: set[int], n: int) -> None:
+    """Popular items rank below every scored candidate: scaled into (0, floor]."""
+    taken = {c.item for c in ranked}
+    floor = ranked[-1].score if ranked else 1.0
+    top = max((score for _, score in popular), default=0.0) or 1.0
+    for item, score in popular:
+        if len(ranked) >= n:
+            break
+        if item in exclude or item in taken:
+            continue
+        ranked.append(Scored(item, floor * score / top, [Reason("popular", score=score / top)]))
+        taken.add(item)
