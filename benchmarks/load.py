@@ -54,6 +54,21 @@ def histogram_quantiles(text: str, name: str, qs: tuple[float, ...]) -> dict[str
     return quantiles(histogram_buckets(text, name), qs)
 
 
+def stage_means_ms(text: str) -> dict[str, float]:
+    """Mean milliseconds per batch of each stage and Redis operation (histogram sum/count)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        for metric in ("streamrec_stage_seconds", "streamrec_redis_seconds",
+                       "streamrec_recommend_seconds", "streamrec_state_batch_events"):
+            for part, into in (("_sum", sums), ("_count", counts)):
+                if name.startswith(metric + part):
+                    into[name.replace(part, "", 1).removeprefix("streamrec_")] = float(value)
+    return {k: round(1000 * v / counts[k], 3) if "events" not in k else round(v / counts[k], 1)
+            for k, v in sums.items() if counts.get(k)}
+
+
 async def offer_load(settings: Settings, rate: float, seconds: float, seed: int = 7,
                      n_users: int = 5000, n_items: int = 2000) -> list[float]:
     """Offer ``rate`` events/s for ``seconds`` (ts = now); the client-side latency of each

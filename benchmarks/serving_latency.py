@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from load import histogram_quantiles, offer_load  # benchmarks/load.py
+from load import histogram_quantiles, offer_load, stage_means_ms  # benchmarks/load.py
 
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
@@ -54,6 +54,7 @@ def main() -> int:
         metrics_text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics").read().decode()
         fresh = histogram_quantiles(metrics_text, "streamrec_event_to_recommendation_seconds",
                                     (0.5, 0.99))
+        stages = stage_means_ms(metrics_text)
         model = "markov"
         if args.train_budget > 0:  # pull with a SASRec version loaded, as in production
             subprocess.run([sys.executable, "-m", "streamrec.cli", "trainer", "--once",
@@ -78,6 +79,7 @@ def main() -> int:
         "machine": f"{os.cpu_count()} cores",
         "offered_rate": args.rate, "seconds": args.seconds,
         "freshness_histogram_s": fresh,
+        "mean_ms_per_batch": stages,
         "freshness_client_s": {"p50": float(np.percentile(client, 50)),
                                "p99": float(np.percentile(client, 99)), "count": len(client)},
         "pull_s": {"p50": float(np.percentile(pulls, 50)), "p99": float(np.percentile(pulls, 99)),

@@ -73,7 +73,7 @@ def _segment_max(values: np.ndarray, users: np.ndarray, n_users: int) -> np.ndar
 def _reciprocal_ranks(keys: np.ndarray, scores: np.ndarray, span: int) -> np.ndarray:
     """1 / (1 + rank) within each user, rank by (-score, item)."""
     users, items = keys // span, keys % span
-    order = np.lexsort((items, -scores, users))
+    order = np.lexsort((-scores, users))  # keys are sorted, so ties stay by item (stable)
     sorted_users = users[order]
     starts = np.searchsorted(sorted_users, sorted_users, side="left")
     ranks = np.empty(len(keys), dtype=np.float64)
@@ -127,33 +127,36 @@ def _sequence(inp: BatchInputs, span: int, how: str) -> _Source:
     keys, raw, normalised = [], [], []
     chunk = max(1, 4_000_000 // len(items))  # bounded memory for big catalogues
     for start in range(0, len(rows), chunk):
-        part = rows[start:start + chunk]
-        vectors = np.stack([np.asarray(inp.user_vectors[u], dtype=items.dtype)
-                            for u in part])
-        scores = (vectors @ items.T).astype(np.float64)
-        top = scores.max(axis=1, keepdims=True)
-        log_z = top[:, 0] + np.log(np.exp(scores - top).sum(axis=1))
-        for r, u in enumerate(part):
+        part = np.array(rows[start:start + chunk], dtype=np.int64)
+        vectors = np.stack([np.asarray(inp.user_vectors[u], dtype=items.dtype) for u in part])
+        scores = vectors @ items.T  # float32, as the model computes them
+        if how == "probability":  # softmax normaliser over the whole catalogue
+            top = scores.max(axis=1, keepdims=True).astype(np.float64)
+            log_z = top[:, 0] + np.log(np.exp(scores - top).sum(axis=1))
+        for r, u in enumerate(part.tolist()):
             banned = [i for i in inp.exclude[u] if i < len(items)]
             if banned:
                 scores[r, banned] = -np.inf
-        best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        picked = np.take_along_axis(scores, best, axis=1)
-        for r, u in enumerate(part):
-            ok = np.isfinite(picked[r])
-            s = picked[r][ok]
-            order = np.argsort(best[r][ok], kind="stable")
-            s, it = s[order], best[r][ok][order]
-            keys.append(u * span + it.astype(np.int64))
-            raw.append(s)
-            if how == "probability":
-                normalised.append(np.exp(s - log_z[r]))
-            elif how == "max":
-                normalised.append(np.exp(s - (s.max() if len(s) else 0.0)))
-    all_keys, all_raw = np.concatenate(keys), np.concatenate(raw)
+        cut = len(items) - k
+        best = np.argpartition(scores, cut, axis=1)[:, cut:]  # the k largest, unordered
+        picked = np.take_along_axis(scores, best, axis=1).astype(np.float64)
+        ok = np.isfinite(picked)
+        if how == "probability":
+            norm = np.exp(picked - log_z[:, None])
+        else:  # max: exp(s - the user's best s)
+            with np.errstate(invalid="ignore"):  # users with every item excluded: masked
+                norm = np.exp(picked - np.where(ok, picked, -np.inf).max(axis=1,
+                                                                          keepdims=True))
+        keys.append((part[:, None] * span + best)[ok])
+        raw.append(picked[ok])
+        normalised.append(norm[ok])
+    all_keys, all_raw, all_norm = np.concatenate(keys), np.concatenate(raw), \
+        np.concatenate(normalised)
+    order = np.argsort(all_keys, kind="stable")
+    all_keys, all_raw, all_norm = all_keys[order], all_raw[order], all_norm[order]
     if how == "rank":
         return _Source(all_keys, _reciprocal_ranks(all_keys, all_raw, span), all_raw)
-    return _Source(all_keys, np.concatenate(normalised), all_raw)
+    return _Source(all_keys, all_norm, all_raw)
 
 
 def _trending(inp: BatchInputs, span: int, how: str) -> _Source:
@@ -212,7 +215,7 @@ def rank_batch(inp: BatchInputs, weights: BlendWeights, alpha: float, decay: flo
         keep = ~np.isin(keys, excluded)
         keys, scores = keys[keep], scores[keep]
     users, items = keys // span, keys % span
-    order = np.lexsort((items, -scores, users))
+    order = np.lexsort((-scores, users))  # keys are sorted, so ties stay by item (stable)
     sorted_users = users[order]
     rank = np.arange(len(order)) - np.searchsorted(sorted_users, sorted_users, side="left")
     top = order[rank < size]

@@ -108,6 +108,7 @@ async def process_events(batches: AsyncIterator[Sequence[EventT[Any]]], path: Ev
     try:
         async for batch in batches:
             out = path.outbox.records()
+            _observe_queue(batch)
             start = time.perf_counter()
             positioned = await validate(batch, path, out)
             metrics.STAGE_SECONDS.labels(stage="ingest").observe(time.perf_counter() - start)
@@ -122,6 +123,14 @@ async def process_events(batches: AsyncIterator[Sequence[EventT[Any]]], path: Ev
     finally:
         if announcing is not None and not announcing.done():
             announcing.cancel()
+
+
+def _observe_queue(batch: Sequence[EventT[Any]]) -> None:
+    """Stage ``queue``: from the newest event's broker timestamp to the batch's start (the
+    broker, the fetch and the batching)."""
+    newest = max((ev.message.timestamp or 0.0 for ev in batch), default=0.0)
+    if newest:
+        metrics.STAGE_SECONDS.labels(stage="queue").observe(max(0.0, time.time() - newest))
 
 
 async def _announce(path: EventPath, updates: list[UserUpdate], out: Records,
