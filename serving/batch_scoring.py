@@ -71,8 +71,8 @@ def _segment_max(values: np.ndarray, users: np.ndarray, n_users: int) -> np.ndar
 
 
 def _reciprocal_ranks(keys: np.ndarray, scores: np.ndarray, span: int) -> np.ndarray:
-    """1 / (1 + rank) within each user, rank by (-score, item)."""
-    users, items = keys // span, keys % span
+    """1 / (1 + rank) within each user, rank by (-score, item); ``keys`` sorted."""
+    users = keys // span
     order = np.lexsort((-scores, users))  # keys are sorted, so ties stay by item (stable)
     sorted_users = users[order]
     starts = np.searchsorted(sorted_users, sorted_users, side="left")
