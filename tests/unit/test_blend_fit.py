@@ -229,3 +229,16 @@ def test_the_fitted_blend_travels_with_the_version_and_serving_uses_it_when_aske
     assert recommender("fitted").weights(OnlineModel.from_published(plain)) == own
     assert recommender("fitted").weights(None) == own
     assert recommender("settings").weights(online) == own
+
+
+def test_replay_eval_reports_the_hybrid_gain_over_each_single_source() -> None:
+    from streamrec.replay_eval import hybrid_gains
+
+    report = {"hybrid": {"hr@10": 0.12, "ndcg@10": 0.066},
+              "markov": {"hr@10": 0.10, "ndcg@10": 0.060},
+              "popularity": {"hr@10": 0.0, "ndcg@10": 0.0}}
+    gains = hybrid_gains(report)
+    assert gains["markov"] == pytest.approx({"hr@10": 0.2, "ndcg@10": 0.1})
+    assert gains["popularity"]["hr@10"] == math.inf
+    assert "hybrid" not in gains
+    assert hybrid_gains({"markov": report["markov"]}) == {}
