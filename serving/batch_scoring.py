@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.ranking import BlendWeights, Reason, Scored
+from serving.ranking import BlendWeights, Reason, Scored, fill_popular
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0, dtype=np.float64)
@@ -229,7 +229,7 @@ def rank_batch(inp: BatchInputs, weights: BlendWeights, alpha: float, decay: flo
         out[u].append(Scored(item, score, why))
     for u, ranked in enumerate(out):
         if len(ranked) < size:
-            _fill_popular(ranked, inp.popular, inp.exclude[u], size)
+            fill_popular(ranked, inp.popular, inp.exclude[u], size)
     return out
 
 
@@ -250,18 +250,3 @@ def _reasons(keys: np.ndarray, markov: _Source | None, after: np.ndarray, best_p
         for row in np.flatnonzero(there).tolist():
             out[row].append(Reason("trending", score=float(trending.raw[at[row]])))
     return out
-
-
-def _fill_popular(ranked: list[Scored], popular: Sequence[tuple[int, float]],
-                  exclude: set[int], n: int) -> None:
-    """Popular items rank below every scored candidate: scaled into (0, floor]."""
-    taken = {c.item for c in ranked}
-    floor = ranked[-1].score if ranked else 1.0
-    top = max((score for _, score in popular), default=0.0) or 1.0
-    for item, score in popular:
-        if len(ranked) >= n:
-            break
-        if item in exclude or item in taken:
-            continue
-        ranked.append(Scored(item, floor * score / top, [Reason("popular", score=score / top)]))
-        taken.add(item)

@@ -93,20 +93,26 @@ def top_n(candidates: dict[int, Scored], popular: Sequence[tuple[int, float]],
     """Best ``n`` candidates (ties by item index), filled up with popular items."""
     ranked = sorted((c for c in candidates.values() if c.item not in exclude),
                     key=lambda c: (-c.score, c.item))[:n]
-    if len(ranked) < n:
-        taken = {c.item for c in ranked}
-        # popular items rank below every scored candidate: scaled into (0, floor]
-        floor = ranked[-1].score if ranked else 1.0
-        top = max((score for _, score in popular), default=0.0) or 1.0
-        for item, score in popular:
-            if len(ranked) >= n:
-                break
-            if item in exclude or item in taken:
-                continue
-            ranked.append(Scored(item, floor * score / top,
-                                 [Reason("popular", score=score / top)]))
-            taken.add(item)
+    fill_popular(ranked, popular, exclude, n)
     return ranked
+
+
+def fill_popular(ranked: list[Scored], popular: Sequence[tuple[int, float]],
+                 exclude: set[int], n: int) -> None:
+    """Append popular items until ``ranked`` has ``n``; they rank below every scored
+    candidate: scaled into (0, floor]."""
+    if len(ranked) >= n:
+        return
+    taken = {c.item for c in ranked}
+    floor = ranked[-1].score if ranked else 1.0
+    top = max((score for _, score in popular), default=0.0) or 1.0
+    for item, score in popular:
+        if len(ranked) >= n:
+            break
+        if item in exclude or item in taken:
+            continue
+        ranked.append(Scored(item, floor * score / top, [Reason("popular", score=score / top)]))
+        taken.add(item)
 
 
 Normalisation = Literal["max", "probability", "rank"]

@@ -29,7 +29,7 @@ def install_views(app: faust.App, role: str, recommender: Recommender | None,
 
     @app.page("/healthz")
     async def healthz(self: View, request: Request) -> Response:
-        ready = metrics.WORKER_READY._value.get() == 1
+        ready = metrics.READINESS.ready
         body = {"status": "ok" if ready else "starting", "role": role,
                 "model_version": model_version()}
         return self.json(body, status=200 if ready else 503)

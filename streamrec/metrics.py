@@ -58,6 +58,20 @@ TRAINER_SECONDS = Histogram("streamrec_trainer_seconds", "Duration of a trainer 
 WORKER_READY = Gauge("streamrec_worker_ready", "1 once the worker has joined its group")
 
 
+class Readiness:
+    """Whether the worker has joined its group: read by /healthz, exported as a gauge."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def mark_ready(self) -> None:
+        self.ready = True
+        WORKER_READY.set(1)
+
+
+READINESS = Readiness()
+
+
 def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104
     """Start the /metrics endpoint unless port is 0."""
     if not port:

@@ -172,7 +172,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _ready(sender: Any, **kwargs: Any) -> None:
-        metrics.WORKER_READY.set(1)
+        metrics.READINESS.mark_ready()
         if ready_file is not None:
             ready_file.parent.mkdir(parents=True, exist_ok=True)
             ready_file.write_text(str(int(time.time() * 1000)))  # noqa: ASYNC240
