@@ -243,6 +243,9 @@ class Stack:
         conf = self.run_dir / "redis.conf"
         lines = [f"port {port}", f"bind {HOST}", "save \"\"", "appendonly yes",
                  "appendfsync everysec",
+                 # user hashes hold seq (4 L bytes) and emb (4 d bytes): compact encoding
+                 # up to 512-byte values keeps a user under 1 KiB (benchmarks/scale.py)
+                 "hash-max-ziplist-value 512",
                  f"dir {self.run_dir.resolve()}", "daemonize no"]
         if self.redis_password:
             lines.append(f"requirepass {self.redis_password}")

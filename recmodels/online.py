@@ -19,6 +19,7 @@ import torch
 from recmodels.checkpoint import Checkpoint
 from recmodels.model_store import ModelStore, ModelStoreError, PublishedModel
 from recmodels.sasrec import SASRec, pad_histories
+from serving.item_index import ItemIndex
 from serving.ranking import BlendWeights
 from streamrec import metrics
 
@@ -35,13 +36,14 @@ class OnlineModel:
     created_at_ms: int
     ndcg_at_10: float | None
     blend: BlendWeights | None = None  # fitted on the trainer's holdout
+    index: ItemIndex | None = None  # approximate top-k for big catalogues (exact below 200k)
 
     @classmethod
     def from_published(cls, published: PublishedModel) -> OnlineModel:
         online = cls.from_checkpoint(published.checkpoint, published.version,
                                      published.created_at_ms)
         return cls(online.version, online.model, online.item_vectors, online.created_at_ms,
-                   published.metrics.get("ndcg@10"), published.blend)
+                   published.metrics.get("ndcg@10"), published.blend, online.index)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, version: str,
@@ -49,7 +51,8 @@ class OnlineModel:
         """The online form of a checkpoint whose vocabulary is ``sr:item:ids`` in order."""
         model = checkpoint.model("cpu")
         vectors = model.item_emb.weight.detach()[1:].numpy().astype(np.float32, copy=True)
-        return cls(version, model, vectors, created_at_ms, None)
+        return cls(version, model, vectors, created_at_ms, None,
+                   index=ItemIndex.build(vectors))
 
     @property
     def n_items(self) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from serving.item_index import ItemIndex
 from serving.ranking import BlendWeights, Reason, Scored, fill_popular
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
@@ -55,6 +56,7 @@ class BatchInputs:
     user_vectors: Sequence[np.ndarray | None] | None = None  # per user, when a model is used
     item_vectors: np.ndarray | None = None
     sequence_k: int = 100
+    item_index: ItemIndex | None = None  # an approximate one is searched user by user
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ def _sequence(inp: BatchInputs, span: int, how: str) -> _Source:
     rows = [u for u, v in enumerate(inp.user_vectors) if v is not None and np.any(v)]
     if not rows:
         return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
+    if inp.item_index is not None and not inp.item_index.exact:
+        return _sequence_from_index(inp, inp.item_index, rows, span, how)
     k = min(inp.sequence_k, len(items))
     keys, raw, normalised = [], [], []
     chunk = max(1, 4_000_000 // len(items))  # bounded memory for big catalogues
@@ -152,6 +156,27 @@ def _sequence(inp: BatchInputs, span: int, how: str) -> _Source:
         normalised.append(norm[ok])
     all_keys, all_raw, all_norm = np.concatenate(keys), np.concatenate(raw), \
         np.concatenate(normalised)
+    order = np.argsort(all_keys, kind="stable")
+    all_keys, all_raw, all_norm = all_keys[order], all_raw[order], all_norm[order]
+    if how == "rank":
+        return _Source(all_keys, _reciprocal_ranks(all_keys, all_raw, span), all_raw)
+    return _Source(all_keys, all_norm, all_raw)
+
+
+def _sequence_from_index(inp: BatchInputs, index: ItemIndex, rows: list[int], span: int,
+                         how: str) -> _Source:
+    """Big catalogues: each user's top k from the approximate index (IVF)."""
+    assert inp.user_vectors is not None
+    keys, raw, normalised = [], [], []
+    for u in rows:
+        hits = index.search(np.asarray(inp.user_vectors[u]), inp.sequence_k, inp.exclude[u])
+        s = hits.scores.astype(np.float64)
+        keys.append(u * span + hits.items)
+        raw.append(s)
+        normalised.append(np.exp(s - hits.log_z) if how == "probability" else
+                          np.exp(s - (s.max() if len(s) else 0.0)))
+    all_keys, all_raw, all_norm = (np.concatenate(keys), np.concatenate(raw),
+                                   np.concatenate(normalised))
     order = np.argsort(all_keys, kind="stable")
     all_keys, all_raw, all_norm = all_keys[order], all_raw[order], all_norm[order]
     if how == "rank":

@@ -80,7 +80,8 @@ class Recommender:
                         trending=snap.popular[:cfg.trending_candidates], popular=snap.popular,
                         user_vectors=vectors,
                         item_vectors=model.item_vectors if model is not None else None,
-                        sequence_k=cfg.sequence_candidates),
+                        sequence_k=cfg.sequence_candidates,
+                        item_index=model.index if model is not None else None),
             weights, cfg.markov_smoothing, cfg.markov_recency_decay,
             size * cfg.diversity_pool if diversify else size)
         if diversify and model is not None:

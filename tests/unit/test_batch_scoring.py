@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from serving.batch_scoring import BatchInputs, MarkovColumns, rank_batch
+from serving.item_index import IndexConfig, ItemIndex
 from serving.ranking import (
     BlendWeights,
     MarkovRow,
@@ -106,3 +107,27 @@ def test_without_a_model_or_history_every_list_is_popular_items() -> None:
                                  [], popular), BlendWeights(), ALPHA, DECAY, 2)
     assert [[s.item for s in ranked] for ranked in got] == [[3, 1], [3, 2]]
     assert got[0][0].reasons[0].kind == "popular"
+
+
+def test_an_approximate_index_that_scans_everything_gives_the_exact_lists() -> None:
+    """Big catalogues are searched through the IVF index user by user; scanning every list
+    it must give the lists of the exact batch path."""
+    rng = random.Random(5)
+    n_users, n_items, dim = 12, 400, 8
+    rows_of, exclude, history = _random_batch(rng, n_users, n_items)
+    gen = np.random.default_rng(5)
+    item_vectors = gen.normal(size=(n_items, dim)).astype(np.float32)
+    user_vectors = [gen.normal(size=dim).astype(np.float32) for _ in range(n_users)]
+    index = ItemIndex.build(item_vectors, IndexConfig(exact_below=0, list_size=16,
+                                                      beta=0.0, scan_items=n_items))
+    assert not index.exact
+    popular = [(i, float(n_items - i)) for i in range(30)]
+    w = BlendWeights(1.0, 1.0, 0.0)
+
+    def lists(with_index: bool) -> list[list[Scored]]:
+        return rank_batch(BatchInputs(n_users, n_items, _columns(rows_of), exclude, history,
+                                      [], popular, user_vectors, item_vectors, 7,
+                                      index if with_index else None), w, ALPHA, DECAY, 10)
+
+    for got, expected in zip(lists(True), lists(False), strict=True):
+        _assert_same(got, expected)
