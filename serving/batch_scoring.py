@@ -154,13 +154,20 @@ def _sequence(inp: BatchInputs, span: int, how: str) -> _Source:
         keys.append((part[:, None] * span + best)[ok])
         raw.append(picked[ok])
         normalised.append(norm[ok])
-    all_keys, all_raw, all_norm = np.concatenate(keys), np.concatenate(raw), \
-        np.concatenate(normalised)
+    return _sequence_source(keys, raw, normalised, span, how)
+
+
+def _sequence_source(keys: list[np.ndarray], raw: list[np.ndarray],
+                     normalised: list[np.ndarray], span: int, how: str) -> _Source:
+    """The sequence source from per-chunk parts, sorted by key (``rank``: reciprocal
+    ranks of the raw dot products; else the parts' normalised scores)."""
+    all_keys, all_raw, all_norm = (np.concatenate(keys), np.concatenate(raw),
+                                   np.concatenate(normalised))
     order = np.argsort(all_keys, kind="stable")
-    all_keys, all_raw, all_norm = all_keys[order], all_raw[order], all_norm[order]
+    all_keys, all_raw = all_keys[order], all_raw[order]
     if how == "rank":
         return _Source(all_keys, _reciprocal_ranks(all_keys, all_raw, span), all_raw)
-    return _Source(all_keys, all_norm, all_raw)
+    return _Source(all_keys, all_norm[order], all_raw)
 
 
 def _sequence_from_index(inp: BatchInputs, index: ItemIndex, rows: list[int], span: int,
@@ -175,13 +182,7 @@ def _sequence_from_index(inp: BatchInputs, index: ItemIndex, rows: list[int], sp
         raw.append(s)
         normalised.append(np.exp(s - hits.log_z) if how == "probability" else
                           np.exp(s - (s.max() if len(s) else 0.0)))
-    all_keys, all_raw, all_norm = (np.concatenate(keys), np.concatenate(raw),
-                                   np.concatenate(normalised))
-    order = np.argsort(all_keys, kind="stable")
-    all_keys, all_raw, all_norm = all_keys[order], all_raw[order], all_norm[order]
-    if how == "rank":
-        return _Source(all_keys, _reciprocal_ranks(all_keys, all_raw, span), all_raw)
-    return _Source(all_keys, all_norm, all_raw)
+    return _sequence_source(keys, raw, normalised, span, how)
 
 
 def _trending(inp: BatchInputs, span: int, how: str) -> _Source:
