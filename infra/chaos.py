@@ -51,8 +51,10 @@ class Verdict:
     chaos: RunReport
 
 
-def _settings_values(bootstrap: str, redis_url: str, tag: str) -> dict[str, Any]:
+def _settings_values(bootstrap: str, redis_url: str, tag: str,
+                     batch_size: int) -> dict[str, Any]:
     return {
+        "state": {"batch_size": batch_size},
         "kafka": {"bootstrap": bootstrap, "partitions": 4},
         "redis": {"url": redis_url, "prefix": f"c{tag}:"},
         "topics": {name: f"{name}-{tag}" for name in (
@@ -77,8 +79,11 @@ def diff_states(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 class ChaosRunner:
     def __init__(self, events: list[Interaction], run_dir: Path | None = None,
-                 timeout_s: float = 600.0) -> None:
+                 timeout_s: float = 600.0, batch_size: int = 200) -> None:
+        """``batch_size``: events per state batch; small enough that a replay takes many
+        batches, so kills land in the middle of it."""
         self.events = events
+        self.batch_size = batch_size
         self._own_dir = run_dir is None
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="streamrec-chaos-"))
         self.timeout_s = timeout_s
@@ -102,7 +107,8 @@ class ChaosRunner:
     def _run(self, name: str, kills: int, rng: random.Random, redis_outage_s: float
              ) -> tuple[RunReport, dict[str, Any]]:
         tag = uuid.uuid4().hex[:8]
-        values = _settings_values(f"127.0.0.1:{self.kafka_port}", self.redis_url, tag)
+        values = _settings_values(f"127.0.0.1:{self.kafka_port}", self.redis_url, tag,
+                                  self.batch_size)
         work = self.run_dir / f"{name}-{tag}"
         values["worker"]["data_dir"] = str(work / "faust")
         settings = Settings.model_validate(values)

@@ -49,6 +49,12 @@ class WorkerProcess:
         return time.monotonic() - start
 
     @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("worker not started")
+        return self.proc.pid
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

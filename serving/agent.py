@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
-from typing import Any
-
-from faust.types import EventT
 
 from serving.message import encode
 from serving.recommender import Recommender
 from streamrec import metrics
-from streamrec.acks import release
+from streamrec.consumer import Batch
 from streamrec.outbox import InOrderDelivery, Outbox, Records
 from streamrec.retry import redis_call
 from streams.agents import Announce
@@ -45,18 +42,18 @@ def serve_inline(recommender: Recommender, topic: str) -> Announce:
     return announce
 
 
-async def serve(batches: AsyncIterator[Sequence[EventT[Any]]], announce: Announce,
-                outbox: Outbox) -> None:
-    """Role ``serving``: the agent body over ``streamrec.user-updates`` (held batches)."""
+async def serve(batches: AsyncIterator[Batch], announce: Announce, outbox: Outbox,
+                acknowledge: Callable[[Batch], None]) -> None:
+    """Role ``serving``: lists for the users of each batch of ``streamrec.user-updates``."""
     delivery = InOrderDelivery()
     async for batch in batches:
         updates = []
-        for ev in batch:
+        for record in batch:
             try:
-                updates.append(UserUpdate.from_json(ev.value))
+                updates.append(UserUpdate.from_json(record.value or b""))
             except Exception:
-                log.exception("unreadable user update offset=%s", ev.message.offset)
+                log.exception("unreadable user update offset=%s", record.offset)
         out = outbox.records()
         await announce(updates, out)
-        await delivery.hand_over(out, partial(release, batch))
+        await delivery.hand_over(out, partial(acknowledge, batch))
     await delivery.drain()

@@ -49,14 +49,7 @@ class EventWeights(BaseModel):
 
 
 class BatchSettings(BaseModel):
-    batch_size: int = Field(default=2000, ge=1, description="most events in one batch")
-    batch_within_s: float = Field(default=0.005, gt=0, description="max wait to fill one take")
-    backlog_events: int = Field(
-        default=200, ge=1, description="while this many events wait in the log after a "
-                                       "take, the next take joins its batch (fewer, "
-                                       "larger batches under load)")
-    coalesce_s: float = Field(default=0.1, ge=0,
-                              description="longest a batch keeps joining takes")
+    batch_size: int = Field(default=2000, ge=1, description="most records in one batch")
 
 
 class StateSettings(BatchSettings):
@@ -126,6 +119,8 @@ class WorkerSettings(BaseModel):
     data_dir: str = ".run/faust"
     fetch_max_wait_ms: int = Field(default=20, ge=1, le=1500,
                                    description="longest a fetch waits for data (latency)")
+    commit_interval_s: float = Field(
+        default=1.0, gt=0, description="how often the offsets of finished batches are committed")
     offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="where a new consumer group starts reading")
     torch_threads: int = Field(

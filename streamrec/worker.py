@@ -6,14 +6,14 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import faust
 import torch
-from faust.types import EventT, StreamT
+from faust.app.base import BootStrategy
 
 from infra.stack import port_is_free
 from recmodels.model_store import ModelStore
@@ -24,14 +24,13 @@ from serving.recommender import MARKOV_VERSION, Recommender
 from serving.state_reader import ServingStateReader
 from serving.web import install_views
 from streamrec import metrics
-from streamrec.acks import backlog_after, held_batches
 from streamrec.clients import kafka_ssl_context, redis_client
+from streamrec.consumer import Batch, BatchConsumer, consume
 from streamrec.errors import StreamrecError
-from streamrec.faust_transport import App
 from streamrec.keys import Keys
 from streamrec.outbox import Outbox
 from streamrec.retry import probe_redis, redis_call
-from streamrec.settings import BatchSettings, Settings
+from streamrec.settings import Settings
 from streamrec.topics import ensure_topics
 from streamrec.watermarks import reset_watermarks
 from streams.agents import EventPath, process_events, publish_updates
@@ -52,16 +51,14 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(context) if context is not None else None
 
 
-Batches = AsyncIterator[Sequence[EventT[Any]]]
+class _Boot(BootStrategy):
+    # The worker's input is consumed below Faust's streams (streamrec.consumer); Faust runs
+    # the web views, the timers and the producer.
+    enable_kafka_consumer = False
 
 
-def _batches(stream: StreamT[Any], batching: BatchSettings) -> Batches:
-    """Held batches: takes of up to ``size`` events, joined while a backlog is waiting."""
-    takes: Batches = stream.take_events(  # type: ignore[attr-defined]
-        batching.batch_size, within=batching.batch_within_s)
-    return held_batches(takes, batching.batch_size, batching.coalesce_s,
-                        backlog_after(stream.app.consumer.highwater),
-                        batching.backlog_events)
+class App(faust.App):
+    BootStrategy = _Boot
 
 
 ROLES = ("all", "stream", "serving")
@@ -94,9 +91,6 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
         datadir=w.data_dir,
         autodiscover=False,
         consumer_auto_offset_reset=w.offset_reset,
-        # Held batches (streamrec.acks) stay unacknowledged when a stop cancels them; they
-        # are delivered again after a restart, so stopping must not wait for their acks.
-        stream_wait_empty=False,
         # A producer batch per partition that is full makes the next send wait for a
         # broker round trip: room for a whole batch of lists (~1 KiB each) avoids that.
         producer_max_batch_size=512 * 1024,
@@ -104,7 +98,6 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
         # request; 2 ms gathers a batch's lists into a few requests.
         producer_linger_ms=2,
     )
-    app.fetch_max_wait_ms = w.fetch_max_wait_ms
     t = settings.topics
     keys = Keys(settings.redis.prefix)
     redis = redis_client(settings.redis)
@@ -128,8 +121,17 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
                                   clock_ms=lambda: int(time.time() * 1000), models=models)
         metrics.MODEL_VERSION.labels(version=MARKOV_VERSION).set(1)
 
+    def ready() -> None:
+        metrics.READINESS.mark_ready()
+        if ready_file is not None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
+            ready_file.write_text(str(int(time.time() * 1000)))
+        log.info("worker ready app_id=%s role=%s", app.conf.id, role)
+
+    work: Callable[[AsyncIterator[Batch]], Awaitable[None]]
     if role in ("all", "stream"):
-        input_topic = app.topic(t.view, t.click, t.purchase)
+        consumer = BatchConsumer(settings, app_id_for(settings, role),
+                                 [t.view, t.click, t.purchase], st.batch_size, ready)
         announce = serve_inline(recommender, t.recommendations) \
             if recommender is not None else publish_updates(t.user_updates)
         path = EventPath(
@@ -137,10 +139,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
             store=RedisStateStore(redis, ApplyConfig.from_settings(keys.prefix, w.app_id, st)),
             outbox=outbox, dlq_topic=t.dlq, announce=announce,
             vectors=UserVectorWriter(redis, keys, models))
-
-        @app.agent(input_topic, name="events")
-        async def events_agent(stream: StreamT[Any]) -> None:
-            await process_events(_batches(stream, st), path)
+        work = partial(process_events, path=path, acknowledge=consumer.done.acknowledge)
 
         async def forget_watermarks(missing: list[str]) -> None:
             await redis_call("reset_watermarks",
@@ -156,51 +155,41 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
             if created:
                 log.warning("topics were missing and are recreated names=%s "
                             "(broker lost its data?)", ",".join(created))
+    else:
+        assert recommender is not None
+        consumer = BatchConsumer(settings, app_id_for(settings, role), [t.user_updates],
+                                 sv.batch_size, ready)
+        work = partial(serve, announce=serve_inline(recommender, t.recommendations),
+                       outbox=outbox, acknowledge=consumer.done.acknowledge)
 
-    elif recommender is not None:
-        @app.agent(app.topic(t.user_updates), name="serving")
-        async def serving_agent(stream: StreamT[Any]) -> None:
-            await serve(_batches(stream, sv),
-                        serve_inline(recommender, t.recommendations), outbox)
+    @app.task  # type: ignore[untyped-decorator]
+    async def consume_input() -> None:
+        try:  # serve with the current model from the first batch on
+            await models.refresh()
+        except Exception as exc:
+            log.warning("model load failed error=%s: %s", type(exc).__name__, exc)
+        await consume(consumer, work)
 
     install_views(app, role, recommender, lambda: models.version or MARKOV_VERSION)
 
     @app.timer(interval=w.lag_interval_s)  # type: ignore[untyped-decorator]
     async def export_consumer_lag() -> None:
-        await _export_lag(app)
+        await _export_lag(consumer)
         await probe_redis(redis)
-
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def _ready(sender: Any, **kwargs: Any) -> None:
-        metrics.READINESS.mark_ready()
-        if ready_file is not None:
-            ready_file.parent.mkdir(parents=True, exist_ok=True)
-            ready_file.write_text(str(int(time.time() * 1000)))  # noqa: ASYNC240
-        log.info("worker ready app_id=%s role=%s", app.conf.id, role)
 
     return app
 
 
-async def _export_lag(app: faust.App) -> None:
-    """Log end offset minus the next offset to read, per assigned partition."""
-    consumer = app.consumer
-    tps = {tp for tp in consumer.assignment() if "__assignor" not in tp.topic}
-    if not tps:
-        return
+async def _export_lag(consumer: BatchConsumer) -> None:
+    """Records in the log after the last one read, per assigned partition."""
     try:
-        ends = await consumer.highwaters(*tps)
-    except Exception as exc:  # broker away: keep the last values
+        lags = await consumer.lag()
+    except Exception as exc:  # broker away or rebalancing: keep the last values
         log.debug("lag check failed error=%s", type(exc).__name__)
         return
-    read_offsets = consumer._read_offset  # type: ignore[attr-defined]  # last offset read
     metrics.CONSUMER_LAG.clear()
-    for tp in tps:
-        end = ends.get(tp)
-        if end is None:
-            continue
-        read = read_offsets.get(tp)
-        lag = end - (read + 1) if read is not None else end
-        metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, lag))
+    for tp, lag in lags.items():
+        metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
 
 def _check_port_free(port: int) -> None:

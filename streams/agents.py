@@ -1,11 +1,11 @@
-"""Agent body of the event path: validate, apply the batch to the state, announce.
+"""The event path: validate, apply the batch to the state, announce.
 
-One Faust hop per event: each batch from the input topics is decoded and validated (bad
-messages to the DLQ), applied to the state in one atomic step whose watermarks are the
-input partitions, and then announced for every user it touched: serving inline (role
-``all``) or a user update for the serving workers (role ``stream``). Everything a batch
-produces is delivered before the batch is acknowledged (in the background, while the next
-batch is worked on).
+One Kafka hop per event: each batch from the input topics (:mod:`streamrec.consumer`) is
+decoded and validated (bad messages to the DLQ), applied to the state in one atomic step
+whose watermarks are the input partitions, and then announced for every user it touched:
+serving inline (role ``all``) or a user update for the serving workers (role ``stream``).
+Everything a batch produces is delivered before the batch is acknowledged (in the
+background, while the next batch is worked on).
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from faust.types import EventT
-
 from streamrec import metrics
-from streamrec.acks import release
+from streamrec.consumer import Batch, Record
 from streamrec.errors import InvalidEvent
 from streamrec.outbox import InOrderDelivery, Outbox, Records
 from streamrec.retry import redis_call
@@ -47,34 +45,30 @@ class EventPath:
     vectors: UserVectorWriter | None = None
 
 
-def _source(event: EventT[Any]) -> Source:
-    msg = event.message
-    return Source(topic=msg.topic, partition=msg.partition, offset=msg.offset)
+def _source(record: Record) -> Source:
+    return Source(topic=record.topic, partition=record.partition, offset=record.offset)
 
 
-async def validate(batch: Sequence[EventT[Any]], path: EventPath,
-                   out: Records) -> list[Positioned]:
+async def validate(batch: Batch, path: EventPath, out: Records) -> list[Positioned]:
     """The valid events of a batch with their input coordinates; the others to the DLQ."""
     valid: list[Positioned] = []
     accepted: Counter[str] = Counter()
-    for ev in batch:
-        msg = ev.message
-        topic_type = path.type_by_topic.get(msg.topic)
-        raw: Any = ev.value
+    for record in batch:
+        topic_type = path.type_by_topic.get(record.topic)
+        raw: Any = record.value
         try:
             if raw is not None and not isinstance(raw, bytes):
                 raw = bytes(raw)
-            event = decode_event(raw, topic_type, broker_ts=int(msg.timestamp * 1000)
-                                 if msg.timestamp else None)
+            event = decode_event(raw, topic_type, broker_ts=_broker_ms(record))
         except InvalidEvent as err:
-            await _dead_letter(path, err, raw, ev, topic_type, out)
+            await _dead_letter(path, err, raw, record, topic_type, out)
             continue
-        except Exception as exc:  # a bug must not kill the agent or lose the message
-            log.exception("validation failed topic=%s offset=%s", msg.topic, msg.offset)
+        except Exception as exc:  # a bug must not kill the worker or lose the message
+            log.exception("validation failed topic=%s offset=%s", record.topic, record.offset)
             internal = InvalidEvent("internal_error", "", f"{type(exc).__name__}: {exc}")
-            await _dead_letter(path, internal, raw, ev, topic_type, out)
+            await _dead_letter(path, internal, raw, record, topic_type, out)
             continue
-        valid.append(Positioned(msg.topic, msg.partition, msg.offset, event))
+        valid.append(Positioned(record.topic, record.partition, record.offset, event))
         accepted[event.type] += 1
     for kind, n in accepted.items():
         metrics.EVENTS.labels(type=kind, outcome="accepted").inc(n)
@@ -84,21 +78,27 @@ async def validate(batch: Sequence[EventT[Any]], path: EventPath,
     return valid
 
 
+def _broker_ms(record: Record) -> int | None:
+    """The record's timestamp (ms); None when it has none (-1)."""
+    return record.timestamp if record.timestamp is not None and record.timestamp > 0 else None
+
+
 def _event_ts(p: Positioned) -> int:
     return p.event.ts
 
 
-async def _dead_letter(path: EventPath, err: InvalidEvent, raw: bytes | None, ev: EventT[Any],
+async def _dead_letter(path: EventPath, err: InvalidEvent, raw: bytes | None, record: Record,
                        topic_type: str | None, out: Records) -> None:
-    await out.send(path.dlq_topic, None, dlq_record(err, raw, _source(ev)))
+    await out.send(path.dlq_topic, None, dlq_record(err, raw, _source(record)))
     metrics.DLQ.labels(reason=err.reason).inc()
     metrics.EVENTS.labels(type=topic_type or "unknown", outcome="invalid").inc()
 
 
-async def process_events(batches: AsyncIterator[Sequence[EventT[Any]]], path: EventPath) -> None:
+async def process_events(batches: AsyncIterator[Batch], path: EventPath,
+                         acknowledge: Callable[[Batch], None]) -> None:
     """Validate, apply atomically, announce every user of the batch, deliver, acknowledge.
 
-    The batches arrive held (:func:`streamrec.acks.held_batches`). Two stages overlap:
+    Two stages overlap:
     while batch k is announced (lists computed and published), batch k + 1 is validated
     and applied, so Python and Redis work at the same time. Announcements run in batch
     order, one at a time; each batch is acknowledged once its records are delivered.
@@ -116,7 +116,7 @@ async def process_events(batches: AsyncIterator[Sequence[EventT[Any]]], path: Ev
             if announcing is not None:
                 await announcing
             announcing = asyncio.ensure_future(
-                _announce(path, updates, out, delivery, partial(release, batch)))
+                _announce(path, updates, out, delivery, partial(acknowledge, batch)))
         if announcing is not None:
             await announcing
         await delivery.drain()
@@ -125,12 +125,13 @@ async def process_events(batches: AsyncIterator[Sequence[EventT[Any]]], path: Ev
             announcing.cancel()
 
 
-def _observe_queue(batch: Sequence[EventT[Any]]) -> None:
+def _observe_queue(batch: Batch) -> None:
     """Stage ``queue``: from the newest event's broker timestamp to the batch's start (the
     broker, the fetch and the batching)."""
-    newest = max((ev.message.timestamp or 0.0 for ev in batch), default=0.0)
-    if newest:
-        metrics.STAGE_SECONDS.labels(stage="queue").observe(max(0.0, time.time() - newest))
+    newest_ms = max((record.timestamp or 0 for record in batch), default=0)
+    if newest_ms:
+        metrics.STAGE_SECONDS.labels(stage="queue").observe(
+            max(0.0, time.time() - newest_ms / 1000))
 
 
 async def _announce(path: EventPath, updates: list[UserUpdate], out: Records,
