@@ -71,7 +71,7 @@ class OnlineModel:
             for start in range(0, len(present), USER_BATCH):
                 part = present[start:start + USER_BATCH]
                 seqs = pad_histories([rows[r] for r in part], self.model.config.max_len)
-                out[part] = self.model.encode(seqs)[:, -1, :].float().numpy()
+                out[part] = self.model.encode_last(seqs).float().numpy()
         return out
 
 

@@ -106,6 +106,29 @@ class _Block(nn.Module):
         out: torch.Tensor = self.drop(self.out(y.transpose(1, 2).reshape(b, t, d)))
         return out
 
+    def forward_last(self, x: torch.Tensor, allowed_last: torch.Tensor) -> torch.Tensor:
+        """The block's output at the last position only, ``[B, d]``: its query attends to
+        every key it may see (``allowed_last``: ``[B, 1, 1, T]``), and the feed-forward
+        runs on that position alone; equal to ``forward(x, allowed)[:, -1]``."""
+        b, t, d = x.shape
+        h = self.n_heads
+        keys_in = self.ln_attn(x) if self.pre else x
+        w, bias = self.qkv.weight, self.qkv.bias
+        q = F.linear(keys_in[:, -1], w[:d], bias[:d]).view(b, h, 1, d // h)
+        k, v = F.linear(keys_in, w[d:], bias[d:]).view(b, t, 2, h, d // h).unbind(dim=2)
+        y = F.scaled_dot_product_attention(q, k.transpose(1, 2), v.transpose(1, 2),
+                                           attn_mask=allowed_last)
+        attended = self.out(y.reshape(b, d))
+        last = x[:, -1]
+        out: torch.Tensor
+        if self.pre:
+            last = last + attended
+            out = last + self.ffn(self.ln_ffn(last))
+        else:
+            last = self.ln_attn(last + attended)
+            out = self.ln_ffn(last + self.ffn(last))
+        return out
+
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor
         if self.pre:
@@ -142,6 +165,24 @@ class SASRec(nn.Module):
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` left-padded item indices (T <= max_len) -> hidden states ``[B, T, d]``
         (zero at padded positions); position t sees positions <= t only."""
+        x, valid, allowed = self._embed(seqs)
+        for block in self.blocks:
+            x = block(x, allowed) * valid.unsqueeze(-1)
+        out: torch.Tensor = self.final_ln(x) * valid.unsqueeze(-1)
+        return out
+
+    def encode_last(self, seqs: torch.Tensor) -> torch.Tensor:
+        """The hidden state at the last position, ``[B, d]``, for rows whose last position
+        is an item (left padding): ``encode(seqs)[:, -1]`` with the last block computed for
+        that position only (inference; about a third less work with two blocks)."""
+        x, valid, allowed = self._embed(seqs)
+        *first, last = self.blocks
+        for block in first:
+            x = block(x, allowed) * valid.unsqueeze(-1)
+        out: torch.Tensor = self.final_ln(last.forward_last(x, allowed[:, :, -1:, :]))
+        return out
+
+    def _embed(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         t = seqs.shape[1]
         if t > self.config.max_len:
             raise ValueError(f"SASRec.encode: sequence length {t} > max_len "
@@ -156,10 +197,7 @@ class SASRec(nn.Module):
         # query i may attend to key j <= i when j is a real item; itself always (so a
         # padded query never gets an empty row and NaNs); padded outputs are zeroed below
         allowed = ((causal & valid[:, None, :]) | eye).unsqueeze(1)
-        for block in self.blocks:
-            x = block(x, allowed) * valid.unsqueeze(-1)
-        out: torch.Tensor = self.final_ln(x) * valid.unsqueeze(-1)
-        return out
+        return x, valid, allowed
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of every item for hidden states ``[..., d]`` -> ``[..., n_items + 1]``;

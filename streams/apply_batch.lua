@@ -14,8 +14,9 @@
 --   1 prefix  2 sequence length L  3 (unused)  4 popularity half-life ms (0: none)
 --   5 dedupe TTL s (0: off)  6 allowed lateness ms (<0: off)  7 watermark group
 --   8 number of partitions B, then B x (topic, partition), then the number of events N,
---   then N x (partition number 1..B, offset, event_id, user_id, item_id, type, ts, weight)
---   in arrival order (offsets increase within each partition).
+--   then one string of N records in arrival order (offsets increase within each
+--   partition), split by RS (\30), each: partition number 1..B, offset, event_id, user_id,
+--   item_id, type, ts, weight, split by US (\31) (ids hold no control characters).
 -- Returns {applied, below_watermark, duplicates, late, online_hits, online_evaluations,
 -- {user, packed sequence, ...} of the users this batch changed}:
 -- an event that moves a user to a new item is an online evaluation of the list last served
@@ -200,11 +201,16 @@ for b = 1, nblocks do
   i = i + 2
 end
 local nevents = tonumber(ARGV[i])
-i = i + 1
+local records = ARGV[i + 1]
+local RECORD = '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31' ..
+  '([^\31]*)\31([^\30]*)\30?()'
+local pos = 1
 for _ = 1, nevents do
-  local b = tonumber(ARGV[i])
-  local offset = tonumber(ARGV[i + 1])
-  local event_id = ARGV[i + 2]
+  local block, offset_s, event_id, user, item, etype, ts, weight, after =
+    string.match(records, RECORD, pos)
+  pos = after
+  local b = tonumber(block)
+  local offset = tonumber(offset_s)
   -- At or below the watermark: a redelivery, unless dedupe is on and its event_id was
   -- never seen, which means the log was reset (a broker that lost its data): apply.
   if offset <= wms[b] and (dedupe_ttl <= 0 or
@@ -212,20 +218,19 @@ for _ = 1, nevents do
     below_wm = below_wm + 1
   else
     if highs[b] == nil or offset > tonumber(highs[b]) then
-      highs[b] = ARGV[i + 1]
+      highs[b] = offset_s
     end
     local fresh = true
     if dedupe_ttl > 0 then
       fresh = redis.call('SET', prefix .. 'dedupe:' .. event_id, '1', 'NX', 'EX', dedupe_ttl)
     end
     if fresh then
-      apply(ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7]))
+      apply(user, item, etype, ts, tonumber(weight))
       applied = applied + 1
     else
       duplicates = duplicates + 1
     end
   end
-  i = i + 8
 end
 for b = 1, nblocks do
   if highs[b] ~= nil and tonumber(highs[b]) > wms[b] then

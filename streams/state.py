@@ -59,27 +59,29 @@ class ApplyConfig:
         )
 
 
+FIELD, RECORD = "\x1f", "\x1e"  # ids never hold control characters (streams.events)
+
+
 def pack_batch(batch: Iterable[Positioned], config: ApplyConfig) -> list[str | int]:
-    """ARGV for ``apply_batch.lua``: the partitions, then the events in arrival order, each
-    naming its partition by number (offsets increase within a partition)."""
+    """ARGV for ``apply_batch.lua``: the partitions, then the number of events and the
+    events in arrival order as one string (records split by RS, fields by US), each naming
+    its partition by number (offsets increase within a partition). One argument for all
+    events: the client packs a few arguments per batch instead of eight per event."""
     blocks: dict[tuple[str, int], int] = {}
     weights = config.weights
-    events: list[str | int] = []
-    n = 0
+    records: list[str] = []
     for p in batch:
         block = blocks.setdefault((p.topic, p.partition), len(blocks) + 1)
         e = p.event
-        events += [block, p.offset, e.event_id, e.user_id, e.item_id, e.type, e.ts,
-                   weights[e.type]]
-        n += 1
+        records.append(f"{block}\x1f{p.offset}\x1f{e.event_id}\x1f{e.user_id}\x1f"
+                       f"{e.item_id}\x1f{e.type}\x1f{e.ts}\x1f{weights[e.type]}")
     args: list[str | int] = [
         config.prefix, config.sequence_length, 0, config.half_life_ms,
         config.dedupe_ttl_s, config.allowed_lateness_ms, config.group, len(blocks),
     ]
     for topic, partition in blocks:
         args += [topic, partition]
-    args.append(n)
-    args += events
+    args += [len(records), RECORD.join(records)]
     return args
 
 

@@ -347,3 +347,19 @@ def test_early_stopping_keeps_the_best_validation_epoch(split: LeaveOneOutSplit)
     assert all(torch.equal(ckpt.state_dict[k], best[k]) for k in best)
     assert not torch.equal(ckpt.state_dict["item_emb.weight"],
                            scripted.snapshots[-1]["item_emb.weight"])
+
+
+@pytest.mark.parametrize("norm,blocks", [("pre", 2), ("post", 2), ("pre", 1)])
+def test_last_position_encoding_equals_the_full_encoders_last_state(norm: str,
+                                                                   blocks: int) -> None:
+    """Serving encodes only the last position in the last block: same user vectors."""
+    torch.manual_seed(3)
+    model = SASRec(30, SASRecConfig(max_len=8, hidden=16, n_heads=2, n_blocks=blocks,
+                                    norm=norm, dropout=0.0)).eval()
+    seqs = pad_histories([[3], [1, 2, 3, 4, 5, 6, 7, 8, 9], [4, 4, 2], [29, 1]], 8)
+    with torch.inference_mode():
+        full = model.encode(seqs)[:, -1]
+        last = model.encode_last(seqs)
+    assert last.shape == (4, 16)
+    assert torch.allclose(last, full, atol=1e-5)
+    assert not torch.allclose(last[0], last[3])  # the rows are really different users
