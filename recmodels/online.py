@@ -25,7 +25,7 @@ from streamrec import metrics
 
 log = logging.getLogger(__name__)
 
-USER_BATCH = 1024  # sequences encoded at once
+USER_BATCH = 256  # sequences encoded at once (of similar lengths: little padding)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,8 @@ class OnlineModel:
         n = self.n_items
         rows = [[i + 1 for i in seq if i < n] for seq in sequences]
         out = np.zeros((len(rows), self.item_vectors.shape[1]), dtype=np.float32)
-        present = [r for r, seq in enumerate(rows) if seq]
+        # shortest first: each chunk is padded to its own longest row only
+        present = sorted((r for r, seq in enumerate(rows) if seq), key=lambda r: len(rows[r]))
         if not present:
             return out
         with torch.inference_mode():

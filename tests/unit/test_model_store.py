@@ -50,6 +50,20 @@ def test_online_user_vectors_map_redis_indexes_and_skip_unknown_items() -> None:
     assert not vectors[2].any() and not vectors[3].any()
 
 
+def test_user_vectors_of_a_batch_equal_each_users_own_encoding(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sequences are encoded in chunks of similar lengths; each row keeps its own vector."""
+    monkeypatch.setattr("recmodels.online.USER_BATCH", 2)
+    online = OnlineModel.from_published(from_blobs(*to_blobs(_checkpoint(), "v1", {}, 0),
+                                                   where="k"))
+    sequences = [[0, 1, 2, 3, 0, 1], [2], [], [3, 1], [0, 2, 1], [1]]
+    vectors = online.user_vectors(sequences)
+    for row, seq in enumerate(sequences):
+        alone = online.user_vectors([seq])[0]
+        np.testing.assert_allclose(vectors[row], alone, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(vectors[1], vectors[5])
+
+
 def test_an_unloadable_version_is_kept_out_and_reported_once(caplog) -> None:
     import asyncio
     import logging
