@@ -7,10 +7,11 @@ import asyncio
 import dataclasses
 import time
 
+import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from recmodels.datasets import synthetic_stream
+from recmodels.datasets import Interaction, synthetic_stream
 from streamrec.replay import EventPublisher
 from streamrec.settings import Settings
 
@@ -54,49 +55,88 @@ def histogram_quantiles(text: str, name: str, qs: tuple[float, ...]) -> dict[str
     return quantiles(histogram_buckets(text, name), qs)
 
 
-def stage_means_ms(text: str) -> dict[str, float]:
-    """Mean milliseconds per batch of each stage and Redis operation (histogram sum/count)."""
+def by_window(timeline: list[tuple[float, float]], window_s: float) -> list[dict[str, float]]:
+    """p50 / p99 of the latencies of the events sent in each window of the run."""
+    windows: dict[int, list[float]] = {}
+    for at, latency in timeline:
+        windows.setdefault(int(at // window_s), []).append(latency)
+    return [{"from_s": k * window_s, "p50": float(np.percentile(v, 50)),
+             "p99": float(np.percentile(v, 99)), "count": len(v)}
+            for k, v in sorted(windows.items())]
+
+
+def stage_means_ms(text: str, before: str = "") -> dict[str, float]:
+    """Mean milliseconds per batch of each stage and Redis operation (histogram sum/count),
+    over what happened since the scrape ``before`` (if given)."""
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        for metric in ("streamrec_stage_seconds", "streamrec_redis_seconds",
-                       "streamrec_recommend_seconds", "streamrec_state_batch_events"):
-            for part, into in (("_sum", sums), ("_count", counts)):
-                if name.startswith(metric + part):
-                    into[name.replace(part, "", 1).removeprefix("streamrec_")] = float(value)
+    for sign, scrape in ((1.0, text), (-1.0, before)):
+        for line in scrape.splitlines():
+            name, _, value = line.rpartition(" ")
+            for metric in ("streamrec_stage_seconds", "streamrec_redis_seconds",
+                           "streamrec_recommend_seconds", "streamrec_state_batch_events"):
+                for part, into in (("_sum", sums), ("_count", counts)):
+                    if name.startswith(metric + part):
+                        key = name.replace(part, "", 1).removeprefix("streamrec_")
+                        into[key] = into.get(key, 0.0) + sign * float(value)
     return {k: round(1000 * v / counts[k], 3) if "events" not in k else round(v / counts[k], 1)
             for k, v in sums.items() if counts.get(k)}
 
 
 async def offer_load(settings: Settings, rate: float, seconds: float, seed: int = 7,
-                     n_users: int = 5000, n_items: int = 2000) -> list[float]:
-    """Offer ``rate`` events/s for ``seconds`` (ts = now); the client-side latency of each
-    list triggered by an offered event (sent -> received)."""
+                     n_users: int = 5000, n_items: int = 2000,
+                     timeline: list[tuple[float, float]] | None = None) -> list[float]:
+    """Offer ``rate`` events/s for ``seconds`` (ts = now); the latency of each list
+    triggered by an offered event, as a client of the topic sees it: from the event's send
+    to the list's broker timestamp. ``timeline`` gets (seconds into the run when sent,
+    latency) of each.
+
+    The lists are read after the run: a reader fetching during the run would load the
+    embedded broker, whose fetch cost grows with the batches stored per partition (on the
+    same two cores as the worker), and its polling would add to what it measures."""
     events = [dataclasses.replace(e, ts=0) for e in synthetic_stream(
         int(rate * seconds), n_users=n_users, n_items=n_items, seed=seed)]
-    sent: dict[str, float] = {}
-    latencies: list[float] = []
-    consumer = AIOKafkaConsumer(settings.topics.recommendations,
-                                bootstrap_servers=settings.kafka.bootstrap, group_id=None,
-                                auto_offset_reset="latest", fetch_max_wait_ms=10)
-    await consumer.start()
-    await asyncio.sleep(1)
-
-    async def collect(stop: asyncio.Event) -> None:
-        while not (stop.is_set() and len(latencies) >= len(sent) * 0.5):
-            batch = await consumer.getmany(timeout_ms=100)
-            now = time.time()
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=None,
+                              enable_auto_commit=False)
+    await reader.start()
+    try:
+        tps = [TopicPartition(settings.topics.recommendations, p)
+               for p in sorted(await _partitions(reader, settings.topics.recommendations))]
+        reader.assign(tps)
+        starts = await reader.end_offsets(tps)
+        sent = await _offer(settings, events, rate)
+        await asyncio.sleep(3)  # the last lists
+        ends = await reader.end_offsets(tps)
+        for tp in tps:
+            reader.seek(tp, starts[tp])
+        latencies: list[float] = []
+        wall_start = min(sent.values(), default=0.0)
+        while any([await reader.position(tp) < ends[tp] for tp in tps]):
+            batch = await reader.getmany(timeout_ms=500, max_records=5000)
             for msgs in batch.values():
                 for m in msgs:
-                    trigger = orjson.loads(m.value)["trigger"]["event_id"]
-                    if trigger in sent:
-                        latencies.append(now - sent.pop(trigger))
-            if stop.is_set() and not batch:
-                break
+                    at = sent.pop(orjson.loads(m.value)["trigger"]["event_id"], None)
+                    if at is not None:
+                        latencies.append(m.timestamp / 1000 - at)
+                        if timeline is not None:
+                            timeline.append((at - wall_start, latencies[-1]))
+    finally:
+        await reader.stop()
+    return latencies
 
-    stop = asyncio.Event()
-    task = asyncio.create_task(collect(stop))
+
+async def _partitions(reader: AIOKafkaConsumer, topic: str) -> set[int]:
+    for _ in range(50):
+        partitions = reader.partitions_for_topic(topic)
+        if partitions:
+            return set(partitions)
+        await reader._client.force_metadata_update()  # topic metadata
+    raise RuntimeError(f"topic {topic} has no partitions")
+
+
+async def _offer(settings: Settings, events: list[Interaction], rate: float) -> dict[str, float]:
+    """Publish at ``rate``; when each event was sent (by event id)."""
+    sent: dict[str, float] = {}
     start = time.perf_counter()
     async with EventPublisher(settings, linger_ms=0) as publisher:  # latency, not batching
         for i, planned in enumerate(events):
@@ -106,10 +146,4 @@ async def offer_load(settings: Settings, rate: float, seconds: float, seed: int 
             ahead = (i + 1) / rate - (time.perf_counter() - start)
             if ahead > 0.001:
                 await asyncio.sleep(ahead)
-    await asyncio.sleep(3)
-    stop.set()
-    await task
-    await consumer.stop()
-    return latencies
-
-
+    return sent

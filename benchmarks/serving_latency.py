@@ -1,5 +1,7 @@
 """Freshness and pull latency on the embedded stack, one worker.
 
+(0) Warm-up: --warmup events are applied, and with --train-budget a SASRec version is
+    trained on them and loaded, so the worker serves with user embeddings throughout.
 (1) Freshness: events offered at --rate events/s for --seconds; event-to-recommendation
     latency from the worker's histogram (input event's Kafka timestamp to list published),
     and end to end as a client sees it (send -> list received), p50 / p99.
@@ -22,11 +24,59 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from load import histogram_quantiles, offer_load, stage_means_ms  # benchmarks/load.py
+from load import (  # benchmarks/load.py
+    bucket_delta,
+    by_window,
+    histogram_buckets,
+    offer_load,
+    quantiles,
+    stage_means_ms,
+)
+from redis import Redis
 
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
+from recmodels.datasets import synthetic_stream
+from streamrec.keys import Keys
+from streamrec.replay import publish
 from streamrec.settings import Settings
+
+FRESHNESS = "streamrec_event_to_recommendation_seconds"
+
+
+def _wait_applied(redis: Redis, n: int, worker: WorkerProcess) -> None:
+    deadline = time.monotonic() + 300
+    while int(redis.hget(Keys().stats, "applied") or 0) < n:
+        if time.monotonic() > deadline or not worker.running:
+            raise RuntimeError(f"warm-up: not all {n} events applied\n{worker.log_tail()}")
+        time.sleep(0.1)
+
+
+def _settled_metrics(http: int) -> str:
+    """/metrics once the warm-up's lists are all published (the freshness count stops
+    moving), so that none of them counts in the run."""
+    last = ""
+    for _ in range(120):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics").read().decode()
+        count = [line for line in text.splitlines() if line.startswith(FRESHNESS + "_count")]
+        if count and count == last:
+            return text
+        last = count  # type: ignore[assignment]
+        time.sleep(1.0)
+    raise RuntimeError("the warm-up's lists are still being published after 120 s")
+
+
+def _train(env: dict[str, str], http: int, budget_s: float) -> str:
+    """One trainer round on the warm-up state; waits until the worker serves with it."""
+    subprocess.run([sys.executable, "-m", "streamrec.cli", "trainer", "--once",
+                    "--time-budget", str(budget_s)], env=env, check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz").read())
+        if health["model_version"] != "markov":
+            return str(health["model_version"])
+        time.sleep(0.2)
+    raise RuntimeError("the worker did not load the trained model within 60 s")
 
 
 def main() -> int:
@@ -34,8 +84,10 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--requests", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=20_000,
+                   help="events applied before the run (the model is trained on them)")
     p.add_argument("--train-budget", type=float, default=30.0,
-                   help="train a SASRec version this long before the pull test (0: Markov)")
+                   help="train a SASRec version this long before the run (0: Markov only)")
     p.add_argument("--out", default="out/serving")
     args = p.parse_args()
     run = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
@@ -50,22 +102,19 @@ def main() -> int:
     try:
         worker.start().wait_ready()
         settings = Settings.model_validate({"kafka": {"bootstrap": f"127.0.0.1:{kafka}"}})
-        client = asyncio.run(offer_load(settings, args.rate, args.seconds))
+        if args.warmup:
+            asyncio.run(publish(settings, synthetic_stream(args.warmup, n_users=5000,
+                                                           n_items=2000, seed=11),
+                                args.warmup))
+            _wait_applied(Redis(port=redis), args.warmup, worker)
+        model = _train(env, http, args.train_budget) if args.train_budget > 0 else "markov"
+        before = _settled_metrics(http)
+        timeline: list[tuple[float, float]] = []
+        client = asyncio.run(offer_load(settings, args.rate, args.seconds, timeline=timeline))
         metrics_text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics").read().decode()
-        fresh = histogram_quantiles(metrics_text, "streamrec_event_to_recommendation_seconds",
-                                    (0.5, 0.99))
-        stages = stage_means_ms(metrics_text)
-        model = "markov"
-        if args.train_budget > 0:  # pull with a SASRec version loaded, as in production
-            subprocess.run([sys.executable, "-m", "streamrec.cli", "trainer", "--once",
-                            "--time-budget", str(args.train_budget)], env=env, check=True,
-                           capture_output=True)
-            deadline = time.monotonic() + 30
-            while model == "markov" and time.monotonic() < deadline:
-                health = json.loads(urllib.request.urlopen(
-                    f"http://127.0.0.1:{http}/healthz").read())
-                model = health["model_version"]
-                time.sleep(0.2)
+        fresh = quantiles(bucket_delta(histogram_buckets(metrics_text, FRESHNESS),
+                                       histogram_buckets(before, FRESHNESS)), (0.5, 0.99))
+        stages = stage_means_ms(metrics_text, before)
         pulls = []
         for i in range(args.requests):
             t = time.perf_counter()
@@ -77,13 +126,15 @@ def main() -> int:
         stack.down()
     result = {
         "machine": f"{os.cpu_count()} cores",
-        "offered_rate": args.rate, "seconds": args.seconds,
+        "offered_rate": args.rate, "seconds": args.seconds, "warmup_events": args.warmup,
+        "model_during_run": model,
         "freshness_histogram_s": fresh,
         "mean_ms_per_batch": stages,
         "freshness_client_s": {"p50": float(np.percentile(client, 50)),
                                "p99": float(np.percentile(client, 99)), "count": len(client)},
+        "freshness_client_by_10s": by_window(timeline, 10.0),
         "pull_s": {"p50": float(np.percentile(pulls, 50)), "p99": float(np.percentile(pulls, 99)),
-                   "requests": len(pulls), "model_version": model},
+                   "requests": len(pulls)},
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -107,10 +107,18 @@ class BatchConsumer:
 
     async def batches(self) -> AsyncIterator[Batch]:
         """Fetched records as they come, up to ``max_records`` per batch, in offset order
-        per partition; the next fetches are already under way meanwhile."""
+        per partition.
+
+        Behind (a full batch): the next fetches go on while the batch is worked on. Caught
+        up: fetching pauses until the next batch is asked for, which then holds everything
+        that arrived meanwhile. Otherwise each fetch would return the one or two events
+        that arrived since the last one, and every tiny batch would pay a fetch, a state
+        step and a round of scoring (and the broker a fetch) for a few events."""
         loop = asyncio.get_running_loop()
         next_commit = loop.time() + self._commit_interval_s
         while True:
+            if self._consumer.paused():
+                self._consumer.resume(*self._consumer.paused())
             fetched = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
             if loop.time() >= next_commit:
                 await self.commit()
@@ -121,6 +129,8 @@ class BatchConsumer:
             for tp, records in fetched.items():
                 batch.extend(records)
                 self._read[tp] = records[-1].offset
+            if len(batch) < self._max_records:
+                self._consumer.pause(*self._consumer.assignment())
             yield batch
 
     async def commit(self) -> None:

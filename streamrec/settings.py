@@ -22,7 +22,9 @@ class KafkaSettings(BaseModel):
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
-    partitions: int = Field(default=4, ge=1, description="partitions of topics created on start")
+    partitions: int = Field(
+        default=16, ge=1, description="partitions of topics created on start (up to this many "
+                                      "workers share a topic; see README, Performance)")
 
 
 class RedisSettings(BaseModel):
