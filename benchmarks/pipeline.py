@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -35,7 +36,13 @@ from typing import Any
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from load import bucket_delta, histogram_buckets, offer_load, quantiles  # benchmarks/load.py
+from load import (  # benchmarks/load.py
+    bucket_delta,
+    by_window,
+    histogram_buckets,
+    offer_load,
+    quantiles,
+)
 from redis import Redis
 
 from infra.processes import WorkerProcess
@@ -249,9 +256,39 @@ def _wait_applied(redis: Redis, n: int, worker: WorkerProcess) -> None:
         time.sleep(0.05)
 
 
+class CpuSampler:
+    """CPU cores used by some processes, per window, while the block runs."""
+
+    def __init__(self, pids: dict[str, int | None], window_s: float) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid}
+        self.window_s = window_s
+        self.rows: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        last = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        start = time.monotonic()
+        while not self._stop.wait(self.window_s):
+            now = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+            self.rows.append({"from_s": round(time.monotonic() - start - self.window_s, 1),
+                              **{name: round((now[name] - last[name]) / self.window_s, 2)
+                                 for name in now}})
+            last = now
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loop: str,
               warmup: list[bytes], train_budget_s: float,
-              paced_seconds: float) -> tuple[dict[str, Any], dict[str, Any] | None]:
+              paced_seconds: float, broker_pid: int | None = None,
+              ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One worker (role all). A warm-up builds the state and, with a training budget, a
     SASRec version is trained on it and loaded, so the run includes user embeddings and
     sequence scoring. Then (c): the n events are published as fast as the producer goes
@@ -300,11 +337,15 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
         if paced_seconds > 0:
             rate = n / seconds / 2
             before = histogram_buckets(_metrics(http), FRESHNESS)
-            client = asyncio.run(offer_load(Settings.model_validate(values), rate,
-                                            paced_seconds, seed=99, n_users=20_000,
-                                            n_items=5_000))
+            timeline: list[tuple[float, float]] = []
+            with CpuSampler({"broker": broker_pid, "worker": worker.pid}, 5.0) as cpu_use:
+                client = asyncio.run(offer_load(Settings.model_validate(values), rate,
+                                                paced_seconds, seed=99, n_users=20_000,
+                                                n_items=5_000, timeline=timeline))
             observed = bucket_delta(histogram_buckets(_metrics(http), FRESHNESS), before)
             paced = {"offered_rate": rate, "seconds": paced_seconds,
+                     "client_by_5s": by_window(timeline, 5.0),
+                     "cpu_cores_by_5s": cpu_use.rows,
                      "freshness_histogram_s": quantiles(observed, (0.5, 0.99)),
                      "freshness_client_s": {"p50": float(np.percentile(client, 50)),
                                             "p99": float(np.percentile(client, 99)),
@@ -349,7 +390,7 @@ def main() -> int:
         faust_s = faust_consume(bootstrap, "bench.in", args.events, run, args.loop)
         full, paced = full_path(kafka, redis_port, payloads, run, args.loop,
                                 _events(args.warmup, seed=11), args.train_budget,
-                                args.paced_seconds)
+                                args.paced_seconds, stack.service("kafka").pid)
     finally:
         stack.down()
     rates = {"raw_aiokafka": args.events / raw, "faust_consume_only": args.events / faust_s,
