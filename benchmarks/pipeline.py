@@ -288,7 +288,7 @@ class CpuSampler:
 def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loop: str,
               warmup: list[bytes], train_budget_s: float,
               paced_seconds: float, broker_pid: int | None = None,
-              ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+              redis_pid: int | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One worker (role all). A warm-up builds the state and, with a training budget, a
     SASRec version is trained on it and loaded, so the run includes user embeddings and
     sequence scoring. Then (c): the n events are published as fast as the producer goes
@@ -338,7 +338,8 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
             rate = n / seconds / 2
             before = histogram_buckets(_metrics(http), FRESHNESS)
             timeline: list[tuple[float, float]] = []
-            with CpuSampler({"broker": broker_pid, "worker": worker.pid}, 5.0) as cpu_use:
+            with CpuSampler({"broker": broker_pid, "redis": redis_pid, "worker": worker.pid,
+                             "load_generator": os.getpid()}, 5.0) as cpu_use:
                 client = asyncio.run(offer_load(Settings.model_validate(values), rate,
                                                 paced_seconds, seed=99, n_users=20_000,
                                                 n_items=5_000, timeline=timeline))
@@ -390,7 +391,8 @@ def main() -> int:
         faust_s = faust_consume(bootstrap, "bench.in", args.events, run, args.loop)
         full, paced = full_path(kafka, redis_port, payloads, run, args.loop,
                                 _events(args.warmup, seed=11), args.train_budget,
-                                args.paced_seconds, stack.service("kafka").pid)
+                                args.paced_seconds, stack.service("kafka").pid,
+                                stack.service("redis").pid)
     finally:
         stack.down()
     rates = {"raw_aiokafka": args.events / raw, "faust_consume_only": args.events / faust_s,

@@ -176,10 +176,10 @@ class SASRec(nn.Module):
         is an item (left padding): ``encode(seqs)[:, -1]`` with the last block computed for
         that position only (inference; about a third less work with two blocks)."""
         x, valid, allowed = self._embed(seqs)
-        *first, last = self.blocks
-        for block in first:
+        blocks: list[_Block] = list(self.blocks)  # type: ignore[arg-type]
+        for block in blocks[:-1]:
             x = block(x, allowed) * valid.unsqueeze(-1)
-        out: torch.Tensor = self.final_ln(last.forward_last(x, allowed[:, :, -1:, :]))
+        out: torch.Tensor = self.final_ln(blocks[-1].forward_last(x, allowed[:, :, -1:, :]))
         return out
 
     def _embed(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -126,8 +126,9 @@ class WorkerSettings(BaseModel):
     offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="where a new consumer group starts reading")
     torch_threads: int = Field(
-        default=1, ge=1, description="PyTorch CPU threads for user embeddings in a worker "
-                                     "(the event loop is single-threaded anyway)")
+        default=1, ge=1, description="CPU threads of PyTorch (user embeddings) and of numpy's "
+                                     "BLAS (scoring) in a worker (the event loop is "
+                                     "single-threaded anyway)")
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="the worker's event loop (uvloop: less overhead per I/O)")
     lag_interval_s: float = Field(default=5.0, gt=0, description="consumer lag export period")
