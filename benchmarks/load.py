@@ -1,17 +1,24 @@
-"""Shared by the latency benchmarks: offered load at a fixed rate, and quantiles from a
-Prometheus histogram. Imported as a sibling module by the scripts in this folder."""
+"""Shared by the benchmarks: offered load at a fixed rate, quantiles from a Prometheus
+histogram, waiting on the worker. Imported as a sibling module by the scripts here."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import subprocess
+import sys
 import time
+import urllib.request
 
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis import Redis
 
+from infra.processes import WorkerProcess
 from recmodels.datasets import Interaction, synthetic_stream
+from streamrec.keys import Keys
 from streamrec.replay import EventPublisher
 from streamrec.settings import Settings
 
@@ -53,6 +60,29 @@ def quantiles(buckets: Buckets, qs: tuple[float, ...]) -> dict[str, float]:
 
 def histogram_quantiles(text: str, name: str, qs: tuple[float, ...]) -> dict[str, float]:
     return quantiles(histogram_buckets(text, name), qs)
+
+
+def wait_applied(redis: Redis, n: int, worker: WorkerProcess, timeout_s: float = 900) -> None:
+    """Until the worker has applied ``n`` events in all (raises if it died or timed out)."""
+    deadline = time.monotonic() + timeout_s
+    while int(redis.hget(Keys().stats, "applied") or 0) < n:
+        if time.monotonic() > deadline or not worker.running:
+            raise RuntimeError(f"not all {n} events applied\n{worker.log_tail()}")
+        time.sleep(0.05)
+
+
+def train_and_load(env: dict[str, str], http: int, budget_s: float) -> str:
+    """One trainer round on the state so far; waits until the worker serves with it."""
+    subprocess.run([sys.executable, "-m", "streamrec.cli", "trainer", "--once",
+                    "--time-budget", str(budget_s)], env=env, check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz",
+                                                   timeout=5).read())
+        if health["model_version"] != "markov":
+            return str(health["model_version"])
+        time.sleep(0.2)
+    raise RuntimeError("the worker did not load the trained model within 60 s")
 
 
 def by_window(timeline: list[tuple[float, float]], window_s: float) -> list[dict[str, float]]:

@@ -42,6 +42,8 @@ from load import (  # benchmarks/load.py
     histogram_buckets,
     offer_load,
     quantiles,
+    train_and_load,
+    wait_applied,
 )
 from redis import Redis
 
@@ -221,20 +223,6 @@ def _metrics(http: int) -> str:
     return urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5).read().decode()
 
 
-def _train_model(env: dict[str, str], http: int, budget_s: float) -> str:
-    """One trainer round on the state so far; waits until the worker serves with it."""
-    subprocess.run([sys.executable, "-m", "streamrec.cli", "trainer", "--once",
-                    "--time-budget", str(budget_s)], env=env, check=True, capture_output=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz",
-                                                   timeout=5).read())
-        if health["model_version"] != "markov":
-            return str(health["model_version"])
-        time.sleep(0.2)
-    raise RuntimeError("the worker did not load the trained model within 60 s")
-
-
 def _first_progress(redis: Redis, base: int,
                     worker: WorkerProcess) -> tuple[float, int, float, int]:
     """The first moment the worker has applied more than ``base`` events: the wall clock,
@@ -246,14 +234,6 @@ def _first_progress(redis: Redis, base: int,
             raise RuntimeError(f"the worker applied nothing\n{worker.log_tail()}")
         time.sleep(0.002)
     return time.time(), applied, _cpu_seconds(worker.pid), _redis_calls(redis)
-
-
-def _wait_applied(redis: Redis, n: int, worker: WorkerProcess) -> None:
-    deadline = time.monotonic() + 900
-    while int(redis.hget(Keys().stats, "applied") or 0) < n:
-        if time.monotonic() > deadline or not worker.running:
-            raise RuntimeError(f"not all {n} events applied\n{worker.log_tail()}")
-        time.sleep(0.05)
 
 
 class CpuSampler:
@@ -310,8 +290,8 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
     try:
         worker.start().wait_ready()
         asyncio.run(_fill(bootstrap, "events.view", warmup))
-        _wait_applied(redis, len(warmup), worker)
-        model = _train_model(env, http, train_budget_s) if train_budget_s > 0 else "markov"
+        wait_applied(redis, len(warmup), worker)
+        model = train_and_load(env, http, train_budget_s) if train_budget_s > 0 else "markov"
         time.sleep(1.0)  # the warm-up's last lists
         # (c) reads a backlog, like (a) and (b): the worker stops, the n events are
         # published, and a new worker in the same group resumes after the warm-up.
@@ -321,7 +301,7 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
         worker.start()
         base = len(warmup)
         t0, applied0, cpu0, calls0 = _first_progress(redis, base, worker)
-        _wait_applied(redis, base + n, worker)
+        wait_applied(redis, base + n, worker)
         time.sleep(1.0)  # the last batch's lists are published after its state step
         counted = base + n - applied0  # the events applied after the clock started
         cpu = _cpu_seconds(worker.pid) - cpu0

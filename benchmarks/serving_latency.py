@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,25 +30,18 @@ from load import (  # benchmarks/load.py
     offer_load,
     quantiles,
     stage_means_ms,
+    train_and_load,
+    wait_applied,
 )
 from redis import Redis
 
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
 from recmodels.datasets import synthetic_stream
-from streamrec.keys import Keys
 from streamrec.replay import publish
 from streamrec.settings import Settings
 
 FRESHNESS = "streamrec_event_to_recommendation_seconds"
-
-
-def _wait_applied(redis: Redis, n: int, worker: WorkerProcess) -> None:
-    deadline = time.monotonic() + 300
-    while int(redis.hget(Keys().stats, "applied") or 0) < n:
-        if time.monotonic() > deadline or not worker.running:
-            raise RuntimeError(f"warm-up: not all {n} events applied\n{worker.log_tail()}")
-        time.sleep(0.1)
 
 
 def _settled_metrics(http: int) -> str:
@@ -64,19 +56,6 @@ def _settled_metrics(http: int) -> str:
         last = count  # type: ignore[assignment]
         time.sleep(1.0)
     raise RuntimeError("the warm-up's lists are still being published after 120 s")
-
-
-def _train(env: dict[str, str], http: int, budget_s: float) -> str:
-    """One trainer round on the warm-up state; waits until the worker serves with it."""
-    subprocess.run([sys.executable, "-m", "streamrec.cli", "trainer", "--once",
-                    "--time-budget", str(budget_s)], env=env, check=True, capture_output=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz").read())
-        if health["model_version"] != "markov":
-            return str(health["model_version"])
-        time.sleep(0.2)
-    raise RuntimeError("the worker did not load the trained model within 60 s")
 
 
 def main() -> int:
@@ -106,8 +85,8 @@ def main() -> int:
             asyncio.run(publish(settings, synthetic_stream(args.warmup, n_users=5000,
                                                            n_items=2000, seed=11),
                                 args.warmup))
-            _wait_applied(Redis(port=redis), args.warmup, worker)
-        model = _train(env, http, args.train_budget) if args.train_budget > 0 else "markov"
+            wait_applied(Redis(port=redis), args.warmup, worker)
+        model = train_and_load(env, http, args.train_budget) if args.train_budget > 0 else "markov"
         before = _settled_metrics(http)
         timeline: list[tuple[float, float]] = []
         client = asyncio.run(offer_load(settings, args.rate, args.seconds, timeline=timeline))
