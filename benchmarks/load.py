@@ -117,9 +117,10 @@ async def offer_load(settings: Settings, rate: float, seconds: float, seed: int 
                      n_users: int = 5000, n_items: int = 2000,
                      timeline: list[tuple[float, float]] | None = None) -> list[float]:
     """Offer ``rate`` events/s for ``seconds`` (ts = now); the latency of each list
-    triggered by an offered event, as a client of the topic sees it: from the event's send
-    to the list's broker timestamp. ``timeline`` gets (seconds into the run when sent,
-    latency) of each.
+    triggered by an offered event: from the event's send to the list's record timestamp,
+    which the worker's producer sets when the list is handed to it (so the producer's
+    linger and the broker's acknowledgement, which the worker's histogram includes, are
+    not in it). ``timeline`` gets (seconds into the run when sent, latency) of each.
 
     The lists are read after the run: a reader fetching during the run would load the
     embedded broker, whose fetch cost grows with the batches stored per partition (on the

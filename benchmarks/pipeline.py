@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from load import (  # benchmarks/load.py
     bucket_delta,
     by_window,
@@ -61,6 +62,15 @@ def _events(n: int, seed: int = 7) -> list[bytes]:
     """Views only: all of them go to events.view (a click on that topic would be rejected)."""
     return [event_payload(dataclasses.replace(e, type="view"))
             for e in synthetic_stream(n, n_users=20_000, n_items=5_000, seed=seed)]
+
+
+async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
 
 
 async def _fill(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
@@ -366,6 +376,8 @@ def main() -> int:
     bootstrap = f"127.0.0.1:{kafka}"
     payloads = _events(args.events)
     try:
+        # (a) and (b) read a topic with as many partitions as (c)'s input topic
+        asyncio.run(_create_topic(bootstrap, "bench.in", Settings().kafka.partitions))
         asyncio.run(_fill(bootstrap, "bench.in", payloads))
         raw = asyncio.run(raw_passthrough(bootstrap, "bench.in", args.events))
         faust_s = faust_consume(bootstrap, "bench.in", args.events, run, args.loop)

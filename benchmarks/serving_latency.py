@@ -4,7 +4,8 @@
     trained on them and loaded, so the worker serves with user embeddings throughout.
 (1) Freshness: events offered at --rate events/s for --seconds; event-to-recommendation
     latency from the worker's histogram (input event's Kafka timestamp to list published),
-    and end to end as a client sees it (send -> list received), p50 / p99.
+    and from the event's send to the list's record timestamp (set when the worker hands
+    the list to its producer), p50 / p99, also per 10 s window.
 (2) Pull: --requests sequential GET /recommendations/{user} for known users, p50 / p99.
 
     python benchmarks/serving_latency.py --rate 1000 --seconds 60 --requests 1000 --out out/serving

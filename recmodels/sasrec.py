@@ -175,6 +175,8 @@ class SASRec(nn.Module):
         """The hidden state at the last position, ``[B, d]``, for rows whose last position
         is an item (left padding): ``encode(seqs)[:, -1]`` with the last block computed for
         that position only (inference; about a third less work with two blocks)."""
+        if self.training:
+            raise RuntimeError("SASRec.encode_last is for inference: call model.eval() first")
         x, valid, allowed = self._embed(seqs)
         blocks: list[_Block] = list(self.blocks)  # type: ignore[arg-type]
         for block in blocks[:-1]:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from streamrec.clients import aiokafka_options
@@ -30,15 +31,35 @@ log = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Batch = Sequence[Record]
 
+# Partition p of every input topic goes to the same worker (the topics have the same
+# partition count), so a user's views, clicks and purchases are applied by one worker in
+# event-time order. aiokafka's default, round robin, spreads them over workers.
+ASSIGNORS = (RangePartitionAssignor,)
+COMMIT_TIMEOUT_S = 5.0  # a commit never holds the loop or a stop longer (broker away)
+MAX_POLL_INTERVAL_MS = 1_000_000  # a long Redis outage stalls a batch; stay in the group
+
+
+class FetchedBatch(list[Record]):
+    """A batch and the assignment it was fetched under (see :class:`DoneOffsets`)."""
+
+    def __init__(self, records: list[Record], assignment: int) -> None:
+        super().__init__(records)
+        self.assignment = assignment
+
 
 class DoneOffsets:
     """Next offsets to commit, per partition, of the batches that are done. Batches are
-    acknowledged in order, so a partition's offset only moves forward."""
+    acknowledged in order, so a partition's offset only moves forward. A batch fetched
+    under an earlier assignment is not counted: its partitions may have been worked on by
+    another worker since, whose commits it must not move back."""
 
     def __init__(self) -> None:
         self._next: dict[TopicPartition, int] = {}
+        self.assignment = 0  # bumped at every rebalance
 
     def acknowledge(self, batch: Batch) -> None:
+        if isinstance(batch, FetchedBatch) and batch.assignment != self.assignment:
+            return
         for record in batch:
             tp = TopicPartition(record.topic, record.partition)
             if record.offset + 1 > self._next.get(tp, -1):
@@ -50,6 +71,12 @@ class DoneOffsets:
         done, self._next = self._next, {}
         return {tp: offset for tp, offset in done.items() if tp in owned}
 
+    def restore(self, offsets: dict[TopicPartition, int]) -> None:
+        """Offsets whose commit failed: committed with the next ones."""
+        for tp, offset in offsets.items():
+            if offset > self._next.get(tp, -1):
+                self._next[tp] = offset
+
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, consumer: BatchConsumer) -> None:
@@ -57,10 +84,13 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._consumer.commit()  # done work is not redone by the next owner
+        self._consumer.done.assignment += 1
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned group=%s count=%d", self._consumer.group_id,
                  len(assigned))
+        self._consumer.done.assignment += 1
+        self._consumer.forget_reads(assigned)
         if self._consumer.on_assigned is not None:
             self._consumer.on_assigned()
 
@@ -85,6 +115,8 @@ class BatchConsumer:
             session_timeout_ms=int(w.session_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, w.session_timeout_s / 3) * 1000),
             rebalance_timeout_ms=int(w.rebalance_timeout_s * 1000),
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+            partition_assignment_strategy=ASSIGNORS,
             **aiokafka_options(settings.kafka))
         self._client: AIOKafkaConsumer | None = None
 
@@ -125,7 +157,7 @@ class BatchConsumer:
                 next_commit = loop.time() + self._commit_interval_s
             if not fetched:
                 continue
-            batch: list[Record] = []
+            batch = FetchedBatch([], self.done.assignment)
             for tp, records in fetched.items():
                 batch.extend(records)
                 self._read[tp] = records[-1].offset
@@ -140,10 +172,14 @@ class BatchConsumer:
         if not offsets:
             return
         try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:  # rebalancing or broker away: the batches come again
+            await asyncio.wait_for(self._consumer.commit(offsets), COMMIT_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:  # rebalancing or broker away
+            self.done.restore(offsets)
             log.warning("offset commit failed group=%s error=%s", self.group_id,
                         type(exc).__name__)
+
+    def forget_reads(self, assigned: set[TopicPartition]) -> None:
+        self._read = {tp: offset for tp, offset in self._read.items() if tp in assigned}
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Records in the log after the last one handed out, per assigned partition."""
@@ -152,9 +188,13 @@ class BatchConsumer:
         tps = set(self._consumer.assignment())
         if not tps:
             return {}
-        ends = await self._consumer.end_offsets(list(tps))
-        return {tp: max(0, end - (self._read[tp] + 1) if tp in self._read else end)
-                for tp, end in ends.items()}
+        ends = await asyncio.wait_for(self._consumer.end_offsets(list(tps)), COMMIT_TIMEOUT_S)
+        lags = {}
+        for tp, end in ends.items():
+            read = self._read[tp] + 1 if tp in self._read else \
+                await self._consumer.position(tp)  # nothing read yet: where reading starts
+            lags[tp] = max(0, end - read)
+        return lags
 
 
 async def consume(consumer: BatchConsumer,

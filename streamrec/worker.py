@@ -60,6 +60,19 @@ class _Boot(BootStrategy):
 
 class App(faust.App):
     BootStrategy = _Boot
+    _before_stop: list[Callable[[], Awaitable[None]]] | None = None
+
+    def add_before_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` when the app stops, before its producer and web server stop (Faust
+        stops those before it cancels the app's tasks)."""
+        if self._before_stop is None:
+            self._before_stop = []
+        self._before_stop.append(hook)
+
+    async def on_stop(self) -> None:
+        for hook in self._before_stop or []:
+            await hook()
+        await super().on_stop()
 
 
 ROLES = ("all", "stream", "serving")
@@ -157,19 +170,34 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
                 log.warning("topics were missing and are recreated names=%s "
                             "(broker lost its data?)", ",".join(created))
     else:
-        assert recommender is not None
+        if recommender is None:  # role serving always builds one above
+            raise StreamrecError("worker role serving: no recommender")
         consumer = BatchConsumer(settings, app_id_for(settings, role), [t.user_updates],
                                  sv.batch_size, ready)
         work = partial(serve, announce=serve_inline(recommender, t.recommendations),
                        outbox=outbox, acknowledge=consumer.done.acknowledge)
 
+    consuming: list[asyncio.Task[Any]] = []
+
     @app.task  # type: ignore[untyped-decorator]
     async def consume_input() -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            consuming.append(task)
         try:  # serve with the current model from the first batch on
             await models.refresh()
         except Exception as exc:
             log.warning("model load failed error=%s: %s", type(exc).__name__, exc)
         await consume(consumer, work)
+
+    async def stop_consuming() -> None:
+        """Stop taking batches (the one in hand stays uncommitted, so it comes again) and
+        leave the group while the producer is still up."""
+        for task in consuming:
+            task.cancel()
+        await asyncio.gather(*consuming, return_exceptions=True)
+
+    app.add_before_stop(stop_consuming)
 
     install_views(app, role, recommender, lambda: models.version or MARKOV_VERSION)
 
@@ -184,7 +212,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
 async def _export_lag(consumer: BatchConsumer) -> None:
     """Records in the log after the last one read, per assigned partition."""
     try:
-        lags = await consumer.lag()
+        lags = await asyncio.wait_for(consumer.lag(), 10.0)
     except Exception as exc:  # broker away or rebalancing: keep the last values
         log.debug("lag check failed error=%s", type(exc).__name__)
         return

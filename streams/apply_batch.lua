@@ -205,9 +205,13 @@ local records = ARGV[i + 1]
 local RECORD = '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31' ..
   '([^\31]*)\31([^\30]*)\30?()'
 local pos = 1
-for _ = 1, nevents do
+for n = 1, nevents do
   local block, offset_s, event_id, user, item, etype, ts, weight, after =
     string.match(records, RECORD, pos)
+  if after == nil then
+    return redis.error_reply('apply_batch: event record ' .. n .. ' of ' .. nevents ..
+      ' is malformed at byte ' .. pos)
+  end
   pos = after
   local b = tonumber(block)
   local offset = tonumber(offset_s)
