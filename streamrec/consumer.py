@@ -55,7 +55,7 @@ class DoneOffsets:
 
     def __init__(self) -> None:
         self._next: dict[TopicPartition, int] = {}
-        self.assignment = 0  # bumped at every rebalance
+        self.assignment = 0  # bumped when partitions are revoked (each rebalance)
 
     def acknowledge(self, batch: Batch) -> None:
         if isinstance(batch, FetchedBatch) and batch.assignment != self.assignment:
@@ -84,12 +84,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._consumer.commit()  # done work is not redone by the next owner
-        self._consumer.done.assignment += 1
+        self._consumer.done.assignment += 1  # batches still in hand no longer count
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned group=%s count=%d", self._consumer.group_id,
                  len(assigned))
-        self._consumer.done.assignment += 1
         self._consumer.forget_reads(assigned)
         if self._consumer.on_assigned is not None:
             self._consumer.on_assigned()
@@ -119,6 +118,12 @@ class BatchConsumer:
             partition_assignment_strategy=ASSIGNORS,
             **aiokafka_options(settings.kafka))
         self._client: AIOKafkaConsumer | None = None
+        self._stopping = False
+
+    def request_stop(self) -> None:
+        """No further batch: :meth:`batches` ends within one poll (200 ms), even when the
+        cancellation of the consuming task is lost in a fetch."""
+        self._stopping = True
 
     @property
     def _consumer(self) -> AIOKafkaConsumer:
@@ -148,14 +153,14 @@ class BatchConsumer:
         step and a round of scoring (and the broker a fetch) for a few events."""
         loop = asyncio.get_running_loop()
         next_commit = loop.time() + self._commit_interval_s
-        while True:
+        while not self._stopping:
             if self._consumer.paused():
                 self._consumer.resume(*self._consumer.paused())
             fetched = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
             if loop.time() >= next_commit:
                 await self.commit()
                 next_commit = loop.time() + self._commit_interval_s
-            if not fetched:
+            if not fetched or self._stopping:
                 continue
             batch = FetchedBatch([], self.done.assignment)
             for tp, records in fetched.items():

@@ -76,6 +76,7 @@ class App(faust.App):
 
 
 ROLES = ("all", "stream", "serving")
+STOP_TIMEOUT_S = 10.0  # a stopping worker waits this long at most for its consumer
 
 
 def app_id_for(settings: Settings, role: str) -> str:
@@ -90,21 +91,13 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
     app = App(
         app_id_for(settings, role),
         broker=[f"kafka://{host}" for host in settings.kafka.bootstrap.split(",")],
-        broker_credentials=_credentials(settings),
-        broker_rebalance_timeout=w.rebalance_timeout_s,
-        broker_session_timeout=w.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, w.session_timeout_s / 3),
-        key_serializer="raw",
-        value_serializer="raw",
-        topic_partitions=settings.kafka.partitions,
-        topic_replication_factor=1,
+        broker_credentials=_credentials(settings),  # the producer's; streamrec.consumer reads
         web_enabled=settings.metrics.port > 0,
         web_port=settings.metrics.port or 6066,
         web_bind="0.0.0.0",  # noqa: S104
         web_host=settings.worker.web_host,
         datadir=w.data_dir,
         autodiscover=False,
-        consumer_auto_offset_reset=w.offset_reset,
         # A producer batch per partition that is full makes the next send wait for a
         # broker round trip: room for a whole batch of lists (~1 KiB each) avoids that.
         producer_max_batch_size=512 * 1024,
@@ -193,9 +186,11 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
     async def stop_consuming() -> None:
         """Stop taking batches (the one in hand stays uncommitted, so it comes again) and
         leave the group while the producer is still up."""
+        consumer.request_stop()
         for task in consuming:
             task.cancel()
-        await asyncio.gather(*consuming, return_exceptions=True)
+        if consuming:
+            await asyncio.wait(consuming, timeout=STOP_TIMEOUT_S)
 
     app.add_before_stop(stop_consuming)
 
