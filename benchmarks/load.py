@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -60,6 +62,12 @@ def quantiles(buckets: Buckets, qs: tuple[float, ...]) -> dict[str, float]:
 
 def histogram_quantiles(text: str, name: str, qs: tuple[float, ...]) -> dict[str, float]:
     return quantiles(histogram_buckets(text, name), qs)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_applied(redis: Redis, n: int, worker: WorkerProcess, timeout_s: float = 900) -> None:
@@ -115,7 +123,8 @@ def stage_means_ms(text: str, before: str = "") -> dict[str, float]:
 
 async def offer_load(settings: Settings, rate: float, seconds: float, seed: int = 7,
                      n_users: int = 5000, n_items: int = 2000,
-                     timeline: list[tuple[float, float]] | None = None) -> list[float]:
+                     timeline: list[tuple[float, float]] | None = None,
+                     linger_ms: int = 0) -> list[float]:
     """Offer ``rate`` events/s for ``seconds`` (ts = now); the latency of each list
     triggered by an offered event: from the event's send to the list's record timestamp,
     which the worker's producer sets when the list is handed to it (so the producer's
@@ -135,7 +144,7 @@ async def offer_load(settings: Settings, rate: float, seconds: float, seed: int 
                for p in sorted(await _partitions(reader, settings.topics.recommendations))]
         reader.assign(tps)
         starts = await reader.end_offsets(tps)
-        sent = await _offer(settings, events, rate)
+        sent = await _offer(settings, events, rate, linger_ms)
         await asyncio.sleep(3)  # the last lists
         ends = await reader.end_offsets(tps)
         for tp in tps:
@@ -165,11 +174,13 @@ async def _partitions(reader: AIOKafkaConsumer, topic: str) -> set[int]:
     raise RuntimeError(f"topic {topic} has no partitions")
 
 
-async def _offer(settings: Settings, events: list[Interaction], rate: float) -> dict[str, float]:
-    """Publish at ``rate``; when each event was sent (by event id)."""
+async def _offer(settings: Settings, events: list[Interaction], rate: float,
+                 linger_ms: int) -> dict[str, float]:
+    """Publish at ``rate`` with the producer's ``linger_ms`` (it counts in the latency: the
+    record timestamp is taken at the send); when each event was sent (by event id)."""
     sent: dict[str, float] = {}
     start = time.perf_counter()
-    async with EventPublisher(settings, linger_ms=0) as publisher:  # latency, not batching
+    async with EventPublisher(settings, linger_ms=linger_ms) as publisher:
         for i, planned in enumerate(events):
             event = dataclasses.replace(planned, ts=int(time.time() * 1000))
             sent[event.event_id] = time.time()

@@ -7,8 +7,14 @@
     while no worker runs; the clock runs from the worker's first applied batch (polled;
     the events of that batch are not counted) to its last list's broker timestamp.
     Checked: every event applied exactly once, every user's last event triggered a list;
-(d) freshness (event published -> list published) of a fresh worker offered half of (c)'s
-    rate for --paced-seconds.
+(d) freshness (event published -> list published) of the same worker offered half of
+    (c)'s rate for --paced-seconds, by a producer with a --linger-ms linger (5 ms: Kafka's
+    default since 4.0; the record timestamp is taken at the send, so it counts).
+
+Every topic has --partitions partitions (1 by default: one worker reads them all). The
+embedded broker (Tansu, memory storage) lists every record batch stored in a partition at
+each fetch from it, so its fetch time grows with the batches stored; with a linger-bound
+producer each partition adds a batch per linger, and more partitions only load the broker.
 
 Reports events/s of each, the ratios (c)/(a) and (c)/(b), CPU seconds per 1,000 events
 and Redis commands per event of (c), and (d); writes JSON and a PNG. All three use the
@@ -40,9 +46,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from load import (  # benchmarks/load.py
     bucket_delta,
     by_window,
+    cpu_seconds,
     histogram_buckets,
     offer_load,
     quantiles,
+    stage_means_ms,
     train_and_load,
     wait_applied,
 )
@@ -161,11 +169,6 @@ def faust_consume(bootstrap: str, topic: str, n: int, run: Path, loop: str) -> f
     return float(json.loads(out.read_text())["seconds"])
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _redis_calls(redis: Redis) -> int:
     stats: dict[str, Any] = redis.info("commandstats")  # type: ignore[assignment]
     return sum(int(v["calls"]) for v in stats.values())
@@ -243,7 +246,7 @@ def _first_progress(redis: Redis, base: int,
         if time.monotonic() > deadline or not worker.running:
             raise RuntimeError(f"the worker applied nothing\n{worker.log_tail()}")
         time.sleep(0.002)
-    return time.time(), applied, _cpu_seconds(worker.pid), _redis_calls(redis)
+    return time.time(), applied, cpu_seconds(worker.pid), _redis_calls(redis)
 
 
 class CpuSampler:
@@ -257,10 +260,10 @@ class CpuSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        last = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        last = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         start = time.monotonic()
         while not self._stop.wait(self.window_s):
-            now = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+            now = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
             self.rows.append({"from_s": round(time.monotonic() - start - self.window_s, 1),
                               **{name: round((now[name] - last[name]) / self.window_s, 2)
                                  for name in now}})
@@ -277,7 +280,8 @@ class CpuSampler:
 
 def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loop: str,
               warmup: list[bytes], train_budget_s: float,
-              paced_seconds: float, broker_pid: int | None = None,
+              paced_seconds: float, paced_fraction: float = 0.5, partitions: int = 1,
+              linger_ms: int = 5, broker_pid: int | None = None,
               redis_pid: int | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One worker (role all). A warm-up builds the state and, with a training budget, a
     SASRec version is trained on it and loaded, so the run includes user embeddings and
@@ -289,7 +293,7 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
     bootstrap = f"127.0.0.1:{kafka}"
     http = free_port()
     values: dict[str, Any] = {
-        "kafka": {"bootstrap": bootstrap},
+        "kafka": {"bootstrap": bootstrap, "partitions": partitions},
         "redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
         "metrics": {"port": http}, "log_level": "WARNING",
         "worker": {"data_dir": str(run / "faust"), "event_loop": loop},
@@ -314,7 +318,7 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
         wait_applied(redis, base + n, worker)
         time.sleep(1.0)  # the last batch's lists are published after its state step
         counted = base + n - applied0  # the events applied after the clock started
-        cpu = _cpu_seconds(worker.pid) - cpu0
+        cpu = cpu_seconds(worker.pid) - cpu0
         calls = _redis_calls(redis) - calls0
         ours = {orjson.loads(raw)["event_id"] for raw in payloads}
         lists = [(ts, body) for ts, body in asyncio.run(_published_lists(bootstrap,
@@ -325,18 +329,24 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
         seconds = (max(ts for ts, _ in lists) - t0) * n / counted  # n events at that rate
         paced = None
         if paced_seconds > 0:
-            rate = n / seconds / 2
-            before = histogram_buckets(_metrics(http), FRESHNESS)
+            rate = n / seconds * paced_fraction
+            before_text = _metrics(http)
+            before = histogram_buckets(before_text, FRESHNESS)
             timeline: list[tuple[float, float]] = []
             with CpuSampler({"broker": broker_pid, "redis": redis_pid, "worker": worker.pid,
                              "load_generator": os.getpid()}, 5.0) as cpu_use:
                 client = asyncio.run(offer_load(Settings.model_validate(values), rate,
                                                 paced_seconds, seed=99, n_users=20_000,
-                                                n_items=5_000, timeline=timeline))
-            observed = bucket_delta(histogram_buckets(_metrics(http), FRESHNESS), before)
-            paced = {"offered_rate": rate, "seconds": paced_seconds,
+                                                n_items=5_000, timeline=timeline,
+                                                linger_ms=linger_ms))
+            after_text = _metrics(http)
+            observed = bucket_delta(histogram_buckets(after_text, FRESHNESS), before)
+            paced = {"offered_rate": rate, "fraction_of_full_path": paced_fraction,
+                     "seconds": paced_seconds,
+                     "producer_linger_ms": linger_ms,
                      "client_by_5s": by_window(timeline, 5.0),
                      "cpu_cores_by_5s": cpu_use.rows,
+                     "mean_ms_per_batch": stage_means_ms(after_text, before_text),
                      "freshness_histogram_s": quantiles(observed, (0.5, 0.99)),
                      "freshness_client_s": {"p50": float(np.percentile(client, 50)),
                                             "p99": float(np.percentile(client, 99)),
@@ -362,6 +372,12 @@ def main() -> int:
                    help="SASRec trained this long on the warm-up state (0: Markov only)")
     p.add_argument("--paced-seconds", type=float, default=30.0,
                    help="freshness at half the measured full-path rate, for this long")
+    p.add_argument("--paced-fraction", type=float, default=0.5,
+                   help="the paced rate as a fraction of the full-path rate (the target: 0.5)")
+    p.add_argument("--partitions", type=int, default=1,
+                   help="partitions of every topic, for all paths (one worker reads them all)")
+    p.add_argument("--linger-ms", type=int, default=5,
+                   help="linger of the paced phase's producer (Kafka 4's default: 5 ms)")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
                    help="event loop of all three paths (the worker's default is uvloop)")
     args = p.parse_args()
@@ -377,13 +393,15 @@ def main() -> int:
     payloads = _events(args.events)
     try:
         # (a) and (b) read a topic with as many partitions as (c)'s input topic
-        asyncio.run(_create_topic(bootstrap, "bench.in", Settings().kafka.partitions))
+        asyncio.run(_create_topic(bootstrap, "bench.in", args.partitions))
         asyncio.run(_fill(bootstrap, "bench.in", payloads))
         raw = asyncio.run(raw_passthrough(bootstrap, "bench.in", args.events))
         faust_s = faust_consume(bootstrap, "bench.in", args.events, run, args.loop)
         full, paced = full_path(kafka, redis_port, payloads, run, args.loop,
                                 _events(args.warmup, seed=11), args.train_budget,
-                                args.paced_seconds, stack.service("kafka").pid,
+                                args.paced_seconds, args.paced_fraction, args.partitions,
+                                args.linger_ms,
+                                stack.service("kafka").pid,
                                 stack.service("redis").pid)
     finally:
         stack.down()

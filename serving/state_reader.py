@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from serving.batch_scoring import MarkovColumns
 from serving.ranking import UserState
+from serving.user_writes import UserWriter
 from streamrec.keys import Keys
 
 _SCRIPT = resources.files("serving").joinpath("read_state.lua").read_text()
@@ -87,14 +88,11 @@ class ServingStateReader:
         self._row_size = row_size
         self._popular = popular
         self._script = redis.register_script(_SCRIPT)
+        self._writer = UserWriter(redis, keys)
 
-    async def remember_served(self, lists: dict[str, list[int]], ttl_s: int) -> None:
-        """Store each user's served list (for online hit rate), one round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        for user_id, items in lists.items():
-            pipe.set(self._keys.served(user_id), np.asarray(items, dtype="<u4").tobytes(),
-                     ex=ttl_s)
-        await pipe.execute()
+    async def remember_served(self, lists: Mapping[str, Sequence[int]], ttl_s: int) -> None:
+        """Store each user's served list (for the online hit rate), one round trip."""
+        await self._writer.write(lists, ttl_s, {}, "")
 
     async def read(self, user_ids: Sequence[str]) -> Snapshot:
         raw = await self._script(args=[self._keys.prefix, self._history, self._row_size,

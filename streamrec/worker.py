@@ -101,9 +101,9 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
         # A producer batch per partition that is full makes the next send wait for a
         # broker round trip: room for a whole batch of lists (~1 KiB each) avoids that.
         producer_max_batch_size=512 * 1024,
-        # Without a linger every send that yields to the loop goes out as its own produce
-        # request; 2 ms gathers a batch's lists into a few requests.
-        producer_linger_ms=2,
+        # No linger: a batch's lists are handed to the producer without yielding to the
+        # loop, so they leave in one produce request anyway; a linger only delays them.
+        producer_linger_ms=0,
     )
     t = settings.topics
     keys = Keys(settings.redis.prefix)

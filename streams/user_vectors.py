@@ -3,18 +3,17 @@ stored with the model version that made them (``emb`` and ``ver`` of ``sr:u:{use
 
 from __future__ import annotations
 
-import numpy as np
 from redis.asyncio import Redis
 
 from recmodels.online import ModelHolder
 from serving.state_reader import decode_sequence
+from serving.user_writes import UserWriter
 from streamrec.keys import Keys
 
 
 class UserVectorWriter:
     def __init__(self, redis: Redis, keys: Keys, models: ModelHolder) -> None:
-        self._redis = redis
-        self._keys = keys
+        self._writer = UserWriter(redis, keys)
         self._models = models
 
     async def write(self, sequences: dict[str, bytes]) -> int:
@@ -24,10 +23,5 @@ class UserVectorWriter:
             return 0
         users = list(sequences)
         vectors = model.user_vectors([decode_sequence(sequences[u]) for u in users])
-        pipe = self._redis.pipeline(transaction=False)
-        for user, vector in zip(users, vectors, strict=True):
-            pipe.hset(self._keys.user(user), mapping={
-                "emb": np.ascontiguousarray(vector, dtype="<f4").tobytes(),
-                "ver": model.version})
-        await pipe.execute()
+        await self._writer.write({}, 0, dict(zip(users, vectors, strict=True)), model.version)
         return len(users)
