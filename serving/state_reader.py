@@ -82,7 +82,6 @@ def parse_snapshot(user_ids: Sequence[str], raw: Sequence[Any]) -> Snapshot:
 class ServingStateReader:
     def __init__(self, redis: Redis, keys: Keys, history: int, row_size: int,
                  popular: int) -> None:
-        self._redis = redis
         self._keys = keys
         self._history = history
         self._row_size = row_size
