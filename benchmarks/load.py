@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,8 @@ def stage_means_ms(text: str, before: str = "") -> dict[str, float]:
 async def offer_load(settings: Settings, rate: float, seconds: float, seed: int = 7,
                      n_users: int = 5000, n_items: int = 2000,
                      timeline: list[tuple[float, float]] | None = None,
-                     linger_ms: int = 0) -> list[float]:
+                     linger_ms: int = 0,
+                     on_start: Callable[[], None] | None = None) -> list[float]:
     """Offer ``rate`` events/s for ``seconds`` (ts = now); the latency of each list
     triggered by an offered event: from the event's send to the list's record timestamp,
     which the worker's producer sets when the list is handed to it (so the producer's
@@ -144,7 +146,7 @@ async def offer_load(settings: Settings, rate: float, seconds: float, seed: int 
                for p in sorted(await _partitions(reader, settings.topics.recommendations))]
         reader.assign(tps)
         starts = await reader.end_offsets(tps)
-        sent = await _offer(settings, events, rate, linger_ms)
+        sent = await _offer(settings, events, rate, linger_ms, on_start)
         await asyncio.sleep(3)  # the last lists
         ends = await reader.end_offsets(tps)
         for tp in tps:
@@ -175,12 +177,15 @@ async def _partitions(reader: AIOKafkaConsumer, topic: str) -> set[int]:
 
 
 async def _offer(settings: Settings, events: list[Interaction], rate: float,
-                 linger_ms: int) -> dict[str, float]:
+                 linger_ms: int, on_start: Callable[[], None] | None = None
+                 ) -> dict[str, float]:
     """Publish at ``rate`` with the producer's ``linger_ms`` (it counts in the latency: the
     record timestamp is taken at the send); when each event was sent (by event id)."""
     sent: dict[str, float] = {}
     start = time.perf_counter()
     async with EventPublisher(settings, linger_ms=linger_ms) as publisher:
+        if on_start is not None:
+            on_start()
         for i, planned in enumerate(events):
             event = dataclasses.replace(planned, ts=int(time.time() * 1000))
             sent[event.event_id] = time.time()

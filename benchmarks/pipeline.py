@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -250,24 +251,44 @@ def _first_progress(redis: Redis, base: int,
 
 
 class CpuSampler:
-    """CPU cores used by some processes, per window, while the block runs."""
+    """CPU cores used by some processes, per window, while the block runs; with ``scrape``
+    (the worker's /metrics), also the worker's mean milliseconds per batch of each stage in
+    each window (``stage_rows``): how the broker's fetch time moves as the run goes on."""
 
-    def __init__(self, pids: dict[str, int | None], window_s: float) -> None:
+    def __init__(self, pids: dict[str, int | None], window_s: float,
+                 scrape: Callable[[], str] | None = None) -> None:
         self.pids = {name: pid for name, pid in pids.items() if pid}
         self.window_s = window_s
         self.rows: list[dict[str, float]] = []
+        self.stage_rows: list[dict[str, float]] = []
+        self._scrape = scrape
         self._stop = threading.Event()
+        self._begun = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def begin(self) -> None:
+        """Windows count from now (the first event sent), like the latencies by window."""
+        self._begun.set()
+
     def _run(self) -> None:
+        while not self._begun.wait(0.05):
+            if self._stop.is_set():
+                return
         last = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        last_text = self._scrape() if self._scrape is not None else ""
         start = time.monotonic()
         while not self._stop.wait(self.window_s):
             now = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-            self.rows.append({"from_s": round(time.monotonic() - start - self.window_s, 1),
+            from_s = round(time.monotonic() - start - self.window_s, 1)
+            self.rows.append({"from_s": from_s,
                               **{name: round((now[name] - last[name]) / self.window_s, 2)
                                  for name in now}})
             last = now
+            if self._scrape is not None:
+                text = self._scrape()
+                self.stage_rows.append({"from_s": from_s,
+                                        **stage_means_ms(text, last_text)})
+                last_text = text
 
     def __enter__(self) -> CpuSampler:
         self._thread.start()
@@ -334,10 +355,12 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
             before = histogram_buckets(before_text, FRESHNESS)
             timeline: list[tuple[float, float]] = []
             with CpuSampler({"broker": broker_pid, "redis": redis_pid, "worker": worker.pid,
-                             "load_generator": os.getpid()}, 5.0) as cpu_use:
+                             "load_generator": os.getpid()}, 5.0,
+                            scrape=lambda: _metrics(http)) as cpu_use:
                 client = asyncio.run(offer_load(Settings.model_validate(values), rate,
                                                 paced_seconds, seed=99, n_users=20_000,
                                                 n_items=5_000, timeline=timeline,
+                                                on_start=cpu_use.begin,
                                                 linger_ms=linger_ms))
             after_text = _metrics(http)
             observed = bucket_delta(histogram_buckets(after_text, FRESHNESS), before)
@@ -346,6 +369,7 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
                      "producer_linger_ms": linger_ms,
                      "client_by_5s": by_window(timeline, 5.0),
                      "cpu_cores_by_5s": cpu_use.rows,
+                     "ms_per_batch_by_5s": cpu_use.stage_rows,
                      "mean_ms_per_batch": stage_means_ms(after_text, before_text),
                      "freshness_histogram_s": quantiles(observed, (0.5, 0.99)),
                      "freshness_client_s": {"p50": float(np.percentile(client, 50)),

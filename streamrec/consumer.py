@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
@@ -23,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
+from streamrec import metrics
 from streamrec.clients import aiokafka_options
 from streamrec.settings import Settings
 
@@ -156,12 +158,16 @@ class BatchConsumer:
         while not self._stopping:
             if self._consumer.paused():
                 self._consumer.resume(*self._consumer.paused())
+            asked = time.perf_counter()
             fetched = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
             if loop.time() >= next_commit:
                 await self.commit()
                 next_commit = loop.time() + self._commit_interval_s
             if not fetched or self._stopping:
                 continue
+            # stage ``fetch``: from asking for the next batch to having it (the broker's
+            # fetch, and any work of the previous batch that ran meanwhile)
+            metrics.STAGE_SECONDS.labels(stage="fetch").observe(time.perf_counter() - asked)
             batch = FetchedBatch([], self.done.assignment)
             for tp, records in fetched.items():
                 batch.extend(records)

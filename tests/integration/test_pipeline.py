@@ -150,3 +150,5 @@ def test_online_hit_rate_counts_a_followed_recommendation(pipeline: Pipeline) ->
     assert metric_sum(pipeline.workers[0], "streamrec_online_hits_total") == hits + 1
     assert metric_sum(pipeline.workers[0], "streamrec_consumer_lag_messages") >= 0
     assert metric_sum(pipeline.workers[0], 'streamrec_stage_seconds_count') > 0
+    # the broker's share is visible: every batch observes how long its fetch took
+    assert metric_sum(pipeline.workers[0], 'streamrec_stage_seconds_count{stage="fetch"}') > 0
