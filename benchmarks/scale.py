@@ -352,7 +352,8 @@ async def write_vectors_and_served(url: str, sequences: dict[str, bytes], n_item
         writer = UserVectorWriter(redis, keys, vector_model(n_items))
         users = list(sequences)
         for start in range(0, len(users), 2000):
-            await writer.write({u: sequences[u] for u in users[start:start + 2000]})
+            await writer.store(writer.compute({u: sequences[u]
+                                               for u in users[start:start + 2000]}))
         after_vectors = await async_key_memory(redis)
         reader = ServingStateReader(redis, keys, 3, 20, 20)
         rng = np.random.default_rng(5)

@@ -29,6 +29,14 @@ USER_BATCH = 256  # sequences encoded at once (of similar lengths: little paddin
 
 
 @dataclass(frozen=True)
+class FreshVectors:
+    """User vectors just computed from the users' current sequences."""
+
+    version: str  # the model version that made them
+    by_user: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
 class OnlineModel:
     version: str
     model: SASRec

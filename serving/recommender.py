@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from recmodels.online import ModelHolder, OnlineModel
+from recmodels.online import FreshVectors, ModelHolder, OnlineModel
 from serving.batch_scoring import BatchInputs, rank_batch
 from serving.catalog import ItemCatalog
 from serving.coverage import CoverageWindow
@@ -22,17 +22,27 @@ from streams.user_updates import UserUpdate
 MARKOV_VERSION = "markov"
 
 
-def _user_vectors(users: Sequence[UserState], model: OnlineModel) -> list[np.ndarray]:
-    """Stored vectors made by this model version; the others recomputed from sequences."""
-    stale = [u for u in users if u.vector is None or u.vector_version != model.version]
-    fresh = dict(zip((u.user_id for u in stale),
-                     model.user_vectors([u.sequence for u in stale]), strict=True))
+def _user_vectors(users: Sequence[UserState], model: OnlineModel,
+                  fresh: FreshVectors | None) -> tuple[list[np.ndarray], FreshVectors | None]:
+    """Each user's vector by this model version, and the vectors to store.
+
+    Without ``fresh`` (role serving, pulls): the stored vector when this version made it,
+    else recomputed from the sequence; nothing to store. With ``fresh`` (role all: the
+    state step just computed the vectors of the users it changed): those, and any other
+    user recomputed (an event delivered again after a crash: its stored vector may predate
+    the sequence), all to be stored with the lists."""
+    own = fresh.by_user if fresh is not None and fresh.version == model.version else {}
+    stale = [u for u in users if u.user_id not in own and (
+        fresh is not None or u.vector is None or u.vector_version != model.version)]
+    made = dict(zip((u.user_id for u in stale),
+                    model.user_vectors([u.sequence for u in stale]), strict=True))
     out: list[np.ndarray] = []
     for u in users:
-        vector = fresh.get(u.user_id, u.vector)
+        vector = own[u.user_id] if u.user_id in own else made.get(u.user_id, u.vector)
         assert vector is not None
         out.append(vector)
-    return out
+    store = FreshVectors(model.version, {**own, **made}) if fresh is not None else None
+    return out, store
 
 
 class Recommender:
@@ -56,9 +66,12 @@ class Recommender:
         return self._weights
 
     async def recommend(self, updates: Sequence[UserUpdate], n: int | None = None,
-                        remember: bool = True) -> list[dict[str, Any]]:
+                        remember: bool = True,
+                        fresh: FreshVectors | None = None) -> list[dict[str, Any]]:
         """One v1 message per distinct user, for the latest update of each. ``remember``
-        stores the served lists (for the online hit rate); pull requests do not."""
+        stores the served lists (for the online hit rate); pull requests do not. ``fresh``:
+        the vectors the state step computed for these users (role all), used here and
+        stored with the lists."""
         latest: dict[str, UserUpdate] = {}
         for update in updates:
             latest[update.user_id] = update
@@ -69,7 +82,9 @@ class Recommender:
         model = self._models.current if self._models is not None else None
         weights = self.weights(model)
         use_sequence = model is not None and weights.sequence > 0
-        vectors = _user_vectors(snap.users, model) if use_sequence and model else None
+        vectors, to_store = None, fresh
+        if use_sequence and model is not None:
+            vectors, to_store = _user_vectors(snap.users, model, fresh)
         size = n or cfg.top_n
         diversify = model is not None and cfg.diversity_lambda < 1.0
         excluded = [exclusions(u, cfg.exclude_recent, cfg.exclude_purchased, snap.blocked)
@@ -93,7 +108,9 @@ class Recommender:
         served = {user_id: [s.item for s in items] for user_id, items in ranked}
         now = self._clock_ms()
         if remember:
-            await self._reader.remember_served(served, cfg.served_ttl_s)
+            await self._reader.remember_served(
+                served, cfg.served_ttl_s, to_store.by_user if to_store else None,
+                to_store.version if to_store else "")
             for served_items in served.values():
                 self.coverage.add(served_items, now / 1000)
             metrics.SERVED_COVERAGE.set(self.coverage.ratio(snap.n_items, now / 1000))

@@ -89,9 +89,12 @@ class ServingStateReader:
         self._script = redis.register_script(_SCRIPT)
         self._writer = UserWriter(redis, keys)
 
-    async def remember_served(self, lists: Mapping[str, Sequence[int]], ttl_s: int) -> None:
-        """Store each user's served list (for the online hit rate), one round trip."""
-        await self._writer.write(lists, ttl_s, {}, "")
+    async def remember_served(self, lists: Mapping[str, Sequence[int]], ttl_s: int,
+                              vectors: Mapping[str, np.ndarray] | None = None,
+                              version: str = "") -> None:
+        """Store each user's served list (for the online hit rate) and, when given, user
+        vectors made by model ``version``: one round trip."""
+        await self._writer.write(lists, ttl_s, vectors or {}, version)
 
     async def read(self, user_ids: Sequence[str]) -> Snapshot:
         raw = await self._script(args=[self._keys.prefix, self._history, self._row_size,

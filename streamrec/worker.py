@@ -145,7 +145,8 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
             type_by_topic={t.view: "view", t.click: "click", t.purchase: "purchase"},
             store=RedisStateStore(redis, ApplyConfig.from_settings(keys.prefix, w.app_id, st)),
             outbox=outbox, dlq_topic=t.dlq, announce=announce,
-            vectors=UserVectorWriter(redis, keys, models))
+            vectors=UserVectorWriter(redis, keys, models),
+            announce_stores_vectors=recommender is not None)
         work = partial(process_events, path=path, acknowledge=consumer.done.acknowledge)
 
         async def forget_watermarks(missing: list[str]) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from recmodels.online import FreshVectors
 from streamrec import metrics
 from streamrec.consumer import Batch, Record
 from streamrec.errors import InvalidEvent
@@ -32,7 +33,8 @@ from streams.user_vectors import UserVectorWriter
 
 log = logging.getLogger(__name__)
 
-Announce = Callable[[Sequence[UserUpdate], Records], Awaitable[None]]
+# the users of a batch, its records, and the vectors the state step computed for them
+Announce = Callable[[Sequence[UserUpdate], Records, FreshVectors | None], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class EventPath:
     dlq_topic: str
     announce: Announce  # serve the users inline, or publish their updates
     vectors: UserVectorWriter | None = None
+    # role all: the announcement (inline serving) stores the batch's vectors with its
+    # lists, in one write; otherwise the state step stores them before announcing
+    announce_stores_vectors: bool = False
 
 
 def _source(record: Record) -> Source:
@@ -112,11 +117,11 @@ async def process_events(batches: AsyncIterator[Batch], path: EventPath,
             start = time.perf_counter()
             positioned = await validate(batch, path, out)
             metrics.STAGE_SECONDS.labels(stage="ingest").observe(time.perf_counter() - start)
-            updates = await _apply(positioned, path) if positioned else []
+            updates, fresh = await _apply(positioned, path) if positioned else ([], None)
             if announcing is not None:
                 await announcing
             announcing = asyncio.ensure_future(
-                _announce(path, updates, out, delivery, partial(acknowledge, batch)))
+                _announce(path, updates, fresh, out, delivery, partial(acknowledge, batch)))
         if announcing is not None:
             await announcing
         await delivery.drain()
@@ -134,24 +139,27 @@ def _observe_queue(batch: Batch) -> None:
             max(0.0, time.time() - newest_ms / 1000))
 
 
-async def _announce(path: EventPath, updates: list[UserUpdate], out: Records,
-                    delivery: InOrderDelivery, acknowledge: Callable[[], None]) -> None:
+async def _announce(path: EventPath, updates: list[UserUpdate], fresh: FreshVectors | None,
+                    out: Records, delivery: InOrderDelivery,
+                    acknowledge: Callable[[], None]) -> None:
     if updates:
-        await path.announce(updates, out)
+        await path.announce(updates, out, fresh)
     await delivery.hand_over(out, acknowledge)
 
 
-async def _apply(positioned: list[Positioned], path: EventPath) -> list[UserUpdate]:
+async def _apply(positioned: list[Positioned],
+                 path: EventPath) -> tuple[list[UserUpdate], FreshVectors | None]:
     """The state step; returns one update per user of the batch, redelivered ones included
     (a crash between the state step and the announcement must not leave a user without a
-    list for the new state)."""
+    list for the new state), and the vectors of the users it changed."""
     start = time.perf_counter()
     result = await redis_call("apply_batch", partial(path.store.apply, positioned))
     metrics.STATE_BATCH_SECONDS.observe(time.perf_counter() - start)
     metrics.STATE_BATCH_EVENTS.observe(len(positioned))
     _count(result.applied, result.duplicates + result.below_watermark, result.late)
-    if path.vectors is not None and result.sequences:
-        await redis_call("user_vectors", partial(path.vectors.write, result.sequences))
+    fresh = path.vectors.compute(result.sequences) if path.vectors is not None else None
+    if fresh is not None and path.vectors is not None and not path.announce_stores_vectors:
+        await redis_call("user_vectors", partial(path.vectors.store, fresh))
     if result.online_evaluations:
         metrics.ONLINE_EVALUATIONS.inc(result.online_evaluations)
         metrics.ONLINE_HITS.inc(result.online_hits)
@@ -161,7 +169,7 @@ async def _apply(positioned: list[Positioned], path: EventPath) -> list[UserUpda
         e = p.event
         latest[e.user_id] = UserUpdate(user_id=e.user_id, event_id=e.event_id, ts=e.ts,
                                      received=e.received)
-    return list(latest.values())
+    return list(latest.values()), fresh
 
 
 def _count(applied: int, skipped: int, late: int) -> None:
@@ -175,7 +183,8 @@ def _count(applied: int, skipped: int, late: int) -> None:
 
 def publish_updates(topic: str) -> Announce:
     """Role ``stream``: tell the serving workers which users changed."""
-    async def announce(updates: Sequence[UserUpdate], out: Records) -> None:
+    async def announce(updates: Sequence[UserUpdate], out: Records,
+                       fresh: FreshVectors | None) -> None:  # stored by the state step
         for update in updates:
             await out.send(topic, update.user_id.encode(), update.to_json())
     return announce

@@ -1,11 +1,15 @@
 """User embeddings: recomputed from the stored sequence after each batch (idempotent) and
-stored with the model version that made them (``emb`` and ``ver`` of ``sr:u:{user}``)."""
+stored with the model version that made them (``emb`` and ``ver`` of ``sr:u:{user}``).
+
+Role ``stream`` stores them in the state step, before the users' updates are published
+(the serving workers read them). Role ``all`` hands them to its own serving step, which
+stores them with the served lists in one write (:meth:`Recommender.recommend`)."""
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from recmodels.online import ModelHolder
+from recmodels.online import FreshVectors, ModelHolder
 from serving.state_reader import decode_sequence
 from serving.user_writes import UserWriter
 from streamrec.keys import Keys
@@ -16,12 +20,19 @@ class UserVectorWriter:
         self._writer = UserWriter(redis, keys)
         self._models = models
 
-    async def write(self, sequences: dict[str, bytes]) -> int:
-        """Compute and store the vectors of these users; returns how many were written."""
+    def compute(self, sequences: dict[str, bytes]) -> FreshVectors | None:
+        """The vectors of these users (packed sequences) by the current model; None when
+        there is no model or no user."""
         model = self._models.current
         if model is None or not sequences:
-            return 0
+            return None
         users = list(sequences)
         vectors = model.user_vectors([decode_sequence(sequences[u]) for u in users])
-        await self._writer.write({}, 0, dict(zip(users, vectors, strict=True)), model.version)
-        return len(users)
+        return FreshVectors(model.version, dict(zip(users, vectors, strict=True)))
+
+    async def store(self, fresh: FreshVectors | None) -> int:
+        """Store computed vectors; returns how many were written."""
+        if fresh is None or not fresh.by_user:
+            return 0
+        await self._writer.write({}, 0, fresh.by_user, fresh.version)
+        return len(fresh.by_user)

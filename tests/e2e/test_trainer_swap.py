@@ -9,11 +9,18 @@ import dataclasses
 import time
 from collections.abc import Callable
 
+import numpy as np
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from recmodels.datasets import synthetic_stream
+from recmodels.model_store import ModelStore
+from recmodels.online import OnlineModel
+from serving.state_reader import decode_sequence
+from streamrec.keys import Keys
 from streamrec.replay import publish
+from streamrec.settings import Settings
 from tests.conftest import Pipeline, TopicReader, kafka_producer, state_of, wait_applied
 
 pytestmark = pytest.mark.e2e
@@ -25,10 +32,18 @@ EVENTS = [dataclasses.replace(e, type="view")
 FIRST, SECOND = EVENTS[:3000], EVENTS[3000:]
 
 
-
-
-
-
+async def _stored_and_expected(settings: Settings, user: str,
+                               version: str) -> tuple[bytes, bytes, np.ndarray]:
+    """The user's stored vector and its version, and what ``version`` makes of the user's
+    stored sequence."""
+    redis = Redis.from_url(settings.redis.url)
+    keys = Keys(settings.redis.prefix)
+    try:
+        emb, ver, seq = await redis.hmget(keys.user(user), "emb", "ver", "seq")
+        model = OnlineModel.from_published(await ModelStore(redis, keys).load(version))
+    finally:
+        await redis.aclose()
+    return emb or b"", ver or b"", model.user_vectors([decode_sequence(seq or b"")])[0]
 
 
 def test_trainer_publishes_and_workers_swap_without_changing_state(
@@ -59,6 +74,13 @@ def test_trainer_publishes_and_workers_swap_without_changing_state(
                        if orjson.loads(m.value)["user_id"] == user)
     assert version == "sasrec-0001"
     assert time.monotonic() - published_at < 10
+    # the vector that served the list is stored with it, made by that version from the
+    # user's sequence (role all writes it with the served list)
+    emb, ver, expected = asyncio.run(_stored_and_expected(swapped.settings, user,
+                                                          "sasrec-0001"))
+    assert ver == b"sasrec-0001"
+    np.testing.assert_allclose(np.frombuffer(emb, dtype="<f4"), expected, rtol=1e-4,
+                               atol=1e-5)
     reader.close()
     producer.close()
 
