@@ -1,6 +1,8 @@
 -- Read what serving needs for a batch of users in one round trip.
 -- ARGV: 1 prefix, 2 m (last distinct items whose Markov rows are read),
---       3 K (successors read per row), 4 number of popular items, 5.. user ids.
+--       3 K (successors read per row), 4 number of popular items,
+--       5 '1' to read the stored user vectors (else emb and ver come back empty),
+--       6.. user ids.
 -- Returns {item_count, popular (flat idx, score...), blocked (indexes of the item ids
 --          in the blocked set),
 --          then per user {seq, bought, rows, emb, ver}} where rows is a flat list of
@@ -10,6 +12,7 @@ local prefix = ARGV[1]
 local m = tonumber(ARGV[2])
 local K = tonumber(ARGV[3])
 local npop = tonumber(ARGV[4])
+local with_vectors = ARGV[5] == '1'
 
 local blocked = {}
 for _, id in ipairs(redis.call('SMEMBERS', prefix .. 'blocked')) do
@@ -23,9 +26,14 @@ local out = {
   redis.call('ZREVRANGE', prefix .. 'pop', 0, npop - 1, 'WITHSCORES'),
   blocked,
 }
-for a = 5, #ARGV do
+for a = 6, #ARGV do
   local ukey = prefix .. 'u:' .. ARGV[a]
-  local fields = redis.call('HMGET', ukey, 'seq', 'emb', 'ver')
+  local fields
+  if with_vectors then
+    fields = redis.call('HMGET', ukey, 'seq', 'emb', 'ver')
+  else
+    fields = redis.call('HMGET', ukey, 'seq')
+  end
   local seq = fields[1] or ''
   local bought = redis.call('SMEMBERS', ukey .. ':bought')
   local rows = {}

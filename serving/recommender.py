@@ -78,7 +78,7 @@ class Recommender:
         if not latest:
             return []
         cfg = self._settings
-        snap = await self._reader.read(list(latest))
+        snap = await self._reader.read(list(latest), vectors=fresh is None)
         model = self._models.current if self._models is not None else None
         weights = self.weights(model)
         use_sequence = model is not None and weights.sequence > 0

@@ -96,7 +96,9 @@ class ServingStateReader:
         vectors made by model ``version``: one round trip."""
         await self._writer.write(lists, ttl_s, vectors or {}, version)
 
-    async def read(self, user_ids: Sequence[str]) -> Snapshot:
+    async def read(self, user_ids: Sequence[str], vectors: bool = True) -> Snapshot:
+        """What serving needs for these users; ``vectors=False`` leaves the stored user
+        vectors out (the caller has fresh ones)."""
         raw = await self._script(args=[self._keys.prefix, self._history, self._row_size,
-                                       self._popular, *user_ids])
+                                       self._popular, "1" if vectors else "0", *user_ids])
         return parse_snapshot(user_ids, raw)
