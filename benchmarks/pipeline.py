@@ -253,15 +253,18 @@ def _first_progress(redis: Redis, base: int,
 class CpuSampler:
     """CPU cores used by some processes, per window, while the block runs; with ``scrape``
     (the worker's /metrics), also the worker's mean milliseconds per batch of each stage in
-    each window (``stage_rows``): how the broker's fetch time moves as the run goes on."""
+    each window (``stage_rows``): how the broker's fetch time moves as the run goes on;
+    with ``redis``, the forks Redis made in each window (``redis_forks``: an AOF rewrite
+    forks, and its child takes CPU and copy-on-write memory while it runs)."""
 
     def __init__(self, pids: dict[str, int | None], window_s: float,
-                 scrape: Callable[[], str] | None = None) -> None:
+                 scrape: Callable[[], str] | None = None, redis: Redis | None = None) -> None:
         self.pids = {name: pid for name, pid in pids.items() if pid}
         self.window_s = window_s
         self.rows: list[dict[str, float]] = []
         self.stage_rows: list[dict[str, float]] = []
         self._scrape = scrape
+        self._redis = redis
         self._stop = threading.Event()
         self._begun = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -276,19 +279,25 @@ class CpuSampler:
                 return
         last = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         last_text = self._scrape() if self._scrape is not None else ""
+        last_forks = self._forks()
         start = time.monotonic()
         while not self._stop.wait(self.window_s):
             now = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
             from_s = round(time.monotonic() - start - self.window_s, 1)
+            forks = self._forks()
             self.rows.append({"from_s": from_s,
                               **{name: round((now[name] - last[name]) / self.window_s, 2)
-                                 for name in now}})
-            last = now
+                                 for name in now},
+                              **({"redis_forks": forks - last_forks} if self._redis else {})})
+            last, last_forks = now, forks
             if self._scrape is not None:
                 text = self._scrape()
                 self.stage_rows.append({"from_s": from_s,
                                         **stage_means_ms(text, last_text)})
                 last_text = text
+
+    def _forks(self) -> int:
+        return int(self._redis.info("stats")["total_forks"]) if self._redis is not None else 0
 
     def __enter__(self) -> CpuSampler:
         self._thread.start()
@@ -356,7 +365,7 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
             timeline: list[tuple[float, float]] = []
             with CpuSampler({"broker": broker_pid, "redis": redis_pid, "worker": worker.pid,
                              "load_generator": os.getpid()}, 5.0,
-                            scrape=lambda: _metrics(http)) as cpu_use:
+                            scrape=lambda: _metrics(http), redis=redis) as cpu_use:
                 client = asyncio.run(offer_load(Settings.model_validate(values), rate,
                                                 paced_seconds, seed=99, n_users=20_000,
                                                 n_items=5_000, timeline=timeline,
