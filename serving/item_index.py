@@ -27,8 +27,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from serving.ranking import SequenceCandidates
-
 _ASSIGN_CHUNK = 4096  # rows scored against the centroids at once while assigning
 _BETAS = (0.0, 0.5, 1.0, 1.5)  # spread weights tried by the calibration
 RECALL_K = 10  # the calibrated recall is recall@10 against the exact top 10
@@ -242,10 +240,6 @@ class ItemIndex:
                                            self._sizes, self._centroids, self._rms,
                                            self._spread, self._position, self._list_of)))
 
-    def vectors_of(self, items: np.ndarray) -> np.ndarray:
-        """Vectors of the given item indexes (the index keeps them in list order)."""
-        return self._vectors[self._position[np.asarray(items, dtype=np.int64)]]
-
     def search(self, vector: np.ndarray, k: int, exclude: Collection[int] = ()) -> Hits:
         """The ``k`` items with the highest dot product with ``vector``, best first (ties by
         index); excluded items never appear; fewer than ``k`` only when fewer are left.
@@ -320,13 +314,3 @@ class ItemIndex:
                     + float(q @ q) / (2 * self.dim) * self._rms[rest] ** 2)
         return _log_sum_exp(np.concatenate((scanned.astype(np.float64), estimate)))
 
-
-def index_candidates(index: ItemIndex, user_vector: np.ndarray, k: int,
-                     exclude: set[int]) -> SequenceCandidates:
-    """Drop-in for :func:`serving.ranking.sequence_candidates` backed by an
-    :class:`ItemIndex`; nothing for an empty catalogue or a zero vector."""
-    if not index.n_items or not np.any(user_vector):
-        return SequenceCandidates({}, 0.0)
-    hits = index.search(user_vector, k, exclude)
-    return SequenceCandidates(dict(zip(hits.items.tolist(), hits.scores.tolist(),
-                                       strict=True)), hits.log_z)

@@ -143,12 +143,6 @@ def sequence_candidates(user_vector: np.ndarray, item_vectors: np.ndarray, k: in
     return SequenceCandidates(dict(zip(top.tolist(), scores[top].tolist(), strict=True)), log_z)
 
 
-def sequence_scores(user_vector: np.ndarray, item_vectors: np.ndarray, k: int,
-                    exclude: set[int]) -> dict[int, float]:
-    """Top ``k`` items by dot product with the user vector (exact), excluded items masked."""
-    return sequence_candidates(user_vector, item_vectors, k, exclude).scores
-
-
 @dataclass(frozen=True, slots=True)
 class BlendWeights:
     """Weights of the normalised source scores, and how each source is normalised:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.item_index import IndexConfig, ItemIndex, index_candidates
-from serving.ranking import sequence_candidates, sequence_scores
+from serving.item_index import IndexConfig, ItemIndex
+from serving.ranking import SequenceCandidates, sequence_candidates
 
 IVF = IndexConfig(exact_below=0, list_size=32, calibration_queries=64, seed=1)
 
@@ -24,11 +24,23 @@ def clustered(n: int = 4000, d: int = 16, clusters: int = 40,
 
 def exact_top(items: np.ndarray, user: np.ndarray, k: int,
               exclude: set[int] | None = None) -> list[int]:
-    found = sequence_scores(user, items, k, exclude or set())
+    found = sequence_candidates(user, items, k, exclude or set()).scores
     return sorted(found, key=lambda i: (-found[i], i))
 
 
-def test_small_catalogue_is_scanned_exactly_and_matches_sequence_scores() -> None:
+def index_candidates(index: ItemIndex, user_vector: np.ndarray, k: int,
+                     exclude: set[int]) -> SequenceCandidates:
+    """What the index gives, in the shape of the per-user reference
+    (:func:`serving.ranking.sequence_candidates`); nothing for an empty catalogue or a zero
+    vector, as serving skips those."""
+    if not index.n_items or not np.any(user_vector):
+        return SequenceCandidates({}, 0.0)
+    hits = index.search(user_vector, k, exclude)
+    return SequenceCandidates(dict(zip(hits.items.tolist(), hits.scores.tolist(),
+                                       strict=True)), hits.log_z)
+
+
+def test_small_catalogue_is_scanned_exactly_and_matches_sequence_candidates() -> None:
     items, users = clustered(n=500)
     index = ItemIndex.build(items)
     assert index.exact
@@ -116,9 +128,3 @@ def test_degenerate_inputs() -> None:
     with pytest.raises(ValueError, match="target_recall"):
         IndexConfig(target_recall=0.0)
 
-
-def test_vectors_of_returns_the_original_rows() -> None:
-    items, _ = clustered(n=1000)
-    index = ItemIndex.build(items, IVF)
-    picked = np.array([0, 17, 999, 17])
-    np.testing.assert_array_equal(index.vectors_of(picked), items[picked])

@@ -45,16 +45,17 @@ def test_cold_user_gets_popular_items_only() -> None:
     assert ranked[0].score == 1.0
 
 
-def test_sequence_scores_take_the_top_k_dot_products_without_excluded() -> None:
+def test_sequence_candidates_take_the_top_k_dot_products_without_excluded() -> None:
     import numpy as np
 
-    from serving.ranking import sequence_scores
+    from serving.ranking import sequence_candidates
 
     items = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]], dtype=np.float32)
     user = np.array([1.0, 0.5], dtype=np.float32)
-    assert sequence_scores(user, items, k=2, exclude=set()) == {3: 2.0, 2: 1.5}
-    assert sequence_scores(user, items, k=2, exclude={3}) == {2: 1.5, 0: 1.0}
-    assert sequence_scores(np.zeros(2, dtype=np.float32), items, k=2, exclude=set()) == {}
+    assert sequence_candidates(user, items, k=2, exclude=set()).scores == {3: 2.0, 2: 1.5}
+    assert sequence_candidates(user, items, k=2, exclude={3}).scores == {2: 1.5, 0: 1.0}
+    assert sequence_candidates(np.zeros(2, dtype=np.float32), items, k=2,
+                               exclude=set()).scores == {}
 
 
 def test_blend_normalises_each_source_and_keeps_every_reason() -> None:
