@@ -147,8 +147,7 @@ async def offer_load(settings: Settings, rate: float, seconds: float, seed: int 
         reader.assign(tps)
         starts = await reader.end_offsets(tps)
         sent = await _offer(settings, events, rate, linger_ms, on_start)
-        await asyncio.sleep(3)  # the last lists
-        ends = await reader.end_offsets(tps)
+        ends = await _settled_ends(reader, tps)
         for tp in tps:
             reader.seek(tp, starts[tp])
         latencies: list[float] = []
@@ -165,6 +164,22 @@ async def offer_load(settings: Settings, rate: float, seconds: float, seed: int 
     finally:
         await reader.stop()
     return latencies
+
+
+async def _settled_ends(reader: AIOKafkaConsumer, tps: list[TopicPartition],
+                        quiet_s: float = 3.0, limit_s: float = 300.0) -> dict[TopicPartition, int]:
+    """End offsets once no list has been added for ``quiet_s`` (a worker behind is still
+    publishing: its late lists count too), or after ``limit_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    ends = await reader.end_offsets(tps)
+    quiet_since = loop.time()
+    while loop.time() - quiet_since < quiet_s and loop.time() < deadline:
+        await asyncio.sleep(0.5)
+        now = await reader.end_offsets(tps)
+        if now != ends:
+            ends, quiet_since = now, loop.time()
+    return ends
 
 
 async def _partitions(reader: AIOKafkaConsumer, topic: str) -> set[int]:
