@@ -108,9 +108,7 @@ class Recommender:
         served = {user_id: [s.item for s in items] for user_id, items in ranked}
         now = self._clock_ms()
         if remember:
-            await self._reader.remember_served(
-                served, cfg.served_ttl_s, to_store.by_user if to_store else None,
-                to_store.version if to_store else "")
+            await self._reader.remember_served(served, cfg.served_ttl_s, to_store)
             for served_items in served.values():
                 self.coverage.add(served_items, now / 1000)
             metrics.SERVED_COVERAGE.set(self.coverage.ratio(snap.n_items, now / 1000))

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from redis.asyncio import Redis
 
+from recmodels.online import FreshVectors
 from serving.batch_scoring import MarkovColumns
 from serving.ranking import UserState
 from serving.user_writes import UserWriter
@@ -90,11 +91,11 @@ class ServingStateReader:
         self._writer = UserWriter(redis, keys)
 
     async def remember_served(self, lists: Mapping[str, Sequence[int]], ttl_s: int,
-                              vectors: Mapping[str, np.ndarray] | None = None,
-                              version: str = "") -> None:
+                              vectors: FreshVectors | None = None) -> None:
         """Store each user's served list (for the online hit rate) and, when given, user
-        vectors made by model ``version``: one round trip."""
-        await self._writer.write(lists, ttl_s, vectors or {}, version)
+        vectors with their model version: one round trip."""
+        await self._writer.write(lists, ttl_s, vectors.by_user if vectors else {},
+                                 vectors.version if vectors else "")
 
     async def read(self, user_ids: Sequence[str], vectors: bool = True) -> Snapshot:
         """What serving needs for these users; ``vectors=False`` leaves the stored user
