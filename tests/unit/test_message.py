@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from serving.message import recommendation, validate
+import math
+
+import orjson
+
+from serving.message import encode, recommendation, six_decimals, validate
 from serving.ranking import Reason, Scored
 from streamrec.tail import format_recommendation
 
@@ -21,6 +25,19 @@ def test_v1_message_names_items_and_reasons_by_id() -> None:
                    "reasons": [{"kind": "popular", "score": 1.0}]}],
     }
     assert validate(message) == []
+
+
+def test_scores_go_on_the_wire_with_six_decimals_at_most() -> None:
+    ids = ["sku-0", "sku-1"]
+    message = recommendation("u", [Scored(1, 1 / 3, [Reason("sequence", score=-7.1234564)]),
+                                   Scored(0, 2e-7, [Reason("markov", after=1, p=0.1 + 0.2)])],
+                             ids, "sasrec-0001", None, None, generated_at=1)
+    wire = encode(message)
+    assert b'"score":0.333333' in wire and b'"score":-7.123456' in wire
+    assert b'"p":0.3}' in wire and b'"score":0.0,' in wire
+    assert orjson.loads(wire)["items"][0]["score"] == 0.333333
+    assert six_decimals(math.inf) == math.inf and math.isnan(six_decimals(math.nan))
+    assert six_decimals(2.5e-6) == 3e-6 and six_decimals(-1e-9) == 0.0
 
 
 def test_validate_reports_broken_messages() -> None:
