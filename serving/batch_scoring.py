@@ -122,18 +122,22 @@ def _sequence(inp: BatchInputs, span: int, how: str) -> _Source:
     items = inp.item_vectors
     if inp.user_vectors is None or items is None or not len(items):
         return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
-    rows = [u for u, v in enumerate(inp.user_vectors) if v is not None and np.any(v)]
-    if not rows:
+    present = [u for u, v in enumerate(inp.user_vectors) if v is not None]
+    if not present:
+        return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
+    matrix = np.stack([inp.user_vectors[u] for u in present]).astype(items.dtype, copy=False)
+    nonzero = matrix.any(axis=1)  # a user without known items has a zero vector
+    rows, matrix = np.array(present, dtype=np.int64)[nonzero], matrix[nonzero]
+    if not len(rows):
         return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
     if inp.item_index is not None and not inp.item_index.exact:
-        return _sequence_from_index(inp, inp.item_index, rows, span, how)
+        return _sequence_from_index(inp, inp.item_index, rows.tolist(), span, how)
     k = min(inp.sequence_k, len(items))
     keys, raw, normalised = [], [], []
     chunk = max(1, 4_000_000 // len(items))  # bounded memory for big catalogues
     for start in range(0, len(rows), chunk):
-        part = np.array(rows[start:start + chunk], dtype=np.int64)
-        vectors = np.stack([np.asarray(inp.user_vectors[u], dtype=items.dtype) for u in part])
-        scores = vectors @ items.T  # float32, as the model computes them
+        part = rows[start:start + chunk]
+        scores = matrix[start:start + chunk] @ items.T  # float32, as the model computes them
         if how == "probability":  # softmax normaliser over the whole catalogue
             top = scores.max(axis=1, keepdims=True).astype(np.float64)
             log_z = top[:, 0] + np.log(np.exp(scores - top).sum(axis=1))
@@ -264,15 +268,14 @@ def _reasons(keys: np.ndarray, markov: _Source | None, after: np.ndarray, best_p
     out: list[list[Reason]] = [[] for _ in range(len(keys))]
     if markov is not None:
         at, there = _lookup(markov, keys)
-        for row in np.flatnonzero(there).tolist():
-            out[row].append(Reason("markov", after=int(after[at[row]]),
-                                   p=float(best_p[at[row]])))
-    if sequence is not None:
-        at, there = _lookup(sequence, keys)
-        for row in np.flatnonzero(there).tolist():
-            out[row].append(Reason("sequence", score=float(sequence.raw[at[row]])))
-    if trending is not None:
-        at, there = _lookup(trending, keys)
-        for row in np.flatnonzero(there).tolist():
-            out[row].append(Reason("trending", score=float(trending.raw[at[row]])))
+        rows = np.flatnonzero(there)
+        for row, item, p in zip(rows.tolist(), after[at[rows]].tolist(),
+                                best_p[at[rows]].tolist(), strict=True):
+            out[row].append(Reason("markov", after=item, p=p))
+    for kind, source in (("sequence", sequence), ("trending", trending)):
+        if source is not None:
+            at, there = _lookup(source, keys)
+            rows = np.flatnonzero(there)
+            for row, score in zip(rows.tolist(), source.raw[at[rows]].tolist(), strict=True):
+                out[row].append(Reason(kind, score=score))
     return out
