@@ -122,12 +122,13 @@ def _sequence(inp: BatchInputs, span: int, how: str) -> _Source:
     items = inp.item_vectors
     if inp.user_vectors is None or items is None or not len(items):
         return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
-    present = [u for u, v in enumerate(inp.user_vectors) if v is not None]
+    present = [(u, v) for u, v in enumerate(inp.user_vectors) if v is not None]
     if not present:
         return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
-    matrix = np.stack([inp.user_vectors[u] for u in present]).astype(items.dtype, copy=False)
+    matrix = np.stack([v for _, v in present]).astype(items.dtype, copy=False)
     nonzero = matrix.any(axis=1)  # a user without known items has a zero vector
-    rows, matrix = np.array(present, dtype=np.int64)[nonzero], matrix[nonzero]
+    rows = np.array([u for u, _ in present], dtype=np.int64)[nonzero]
+    matrix = matrix[nonzero]
     if not len(rows):
         return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
     if inp.item_index is not None and not inp.item_index.exact:
