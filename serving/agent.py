@@ -7,14 +7,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 
-from recmodels.online import FreshVectors
 from serving.message import encode
 from serving.recommender import Recommender
 from streamrec import metrics
 from streamrec.consumer import Batch
 from streamrec.outbox import InOrderDelivery, Outbox, Records
 from streamrec.retry import redis_call
-from streams.agents import Announce
+from streams.agents import Announce, Prepared
 from streams.user_updates import UserUpdate
 
 log = logging.getLogger(__name__)
@@ -22,15 +21,15 @@ log = logging.getLogger(__name__)
 
 def serve_inline(recommender: Recommender, topic: str) -> Announce:
     """Compute and publish one list per user; freshness is observed once they are delivered.
-    ``fresh`` (role all): the vectors the state step just computed, used for these lists
-    and stored with them."""
+    ``prepared`` (role all): the vectors the state step just computed, used for these lists
+    and stored with them, and the read of the users' state it started."""
     async def announce(updates: Sequence[UserUpdate], out: Records,
-                       fresh: FreshVectors | None) -> None:
+                       prepared: Prepared) -> None:
         if not updates:
             return
         start = time.perf_counter()
-        messages = await redis_call("recommend", partial(recommender.recommend, updates,
-                                                         fresh=fresh))
+        messages = await redis_call("recommend", partial(
+            recommender.recommend, updates, fresh=prepared.fresh, snapshot=prepared.snapshot))
         metrics.RECOMMEND_SECONDS.observe(time.perf_counter() - start)
         for message in messages:
             await out.send(topic, message["user_id"].encode(), encode(message))
@@ -59,6 +58,6 @@ async def serve(batches: AsyncIterator[Batch], announce: Announce, outbox: Outbo
             except Exception:
                 log.exception("unreadable user update offset=%s", record.offset)
         out = outbox.records()
-        await announce(updates, out, None)  # the stream workers stored the vectors
+        await announce(updates, out, Prepared())  # the stream workers stored the vectors
         await delivery.hand_over(out, partial(acknowledge, batch))
     await delivery.drain()

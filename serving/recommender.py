@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,10 +16,12 @@ from serving.coverage import CoverageWindow
 from serving.diversity import mmr
 from serving.message import recommendation
 from serving.ranking import BlendWeights, UserState, exclusions
-from serving.state_reader import ServingStateReader
+from serving.state_reader import ServingStateReader, Snapshot
 from streamrec import metrics
 from streamrec.settings import ServingSettings
 from streams.user_updates import UserUpdate
+
+log = logging.getLogger(__name__)
 
 MARKOV_VERSION = "markov"
 
@@ -45,6 +49,16 @@ def _user_vectors(users: Sequence[UserState], model: OnlineModel,
     return out, store
 
 
+async def _ready(snapshot: asyncio.Future[Snapshot], user_ids: list[str]) -> Snapshot | None:
+    """The snapshot read ahead, if it succeeded and is of these users (in this order)."""
+    try:
+        snap = await snapshot
+    except Exception as exc:  # Redis away: the caller reads again (and retries)
+        log.debug("state read ahead failed error=%s", type(exc).__name__)
+        return None
+    return snap if [u.user_id for u in snap.users] == user_ids else None
+
+
 class Recommender:
     def __init__(self, reader: ServingStateReader, catalog: ItemCatalog,
                  settings: ServingSettings, clock_ms: Callable[[], int],
@@ -67,18 +81,24 @@ class Recommender:
 
     async def recommend(self, updates: Sequence[UserUpdate], n: int | None = None,
                         remember: bool = True,
-                        fresh: FreshVectors | None = None) -> list[dict[str, Any]]:
+                        fresh: FreshVectors | None = None,
+                        snapshot: asyncio.Future[Snapshot] | None = None
+                        ) -> list[dict[str, Any]]:
         """One v1 message per distinct user, for the latest update of each. ``remember``
         stores the served lists (for the online hit rate); pull requests do not. ``fresh``:
         the vectors the state step computed for these users (role all), used here and
-        stored with the lists."""
+        stored with the lists. ``snapshot``: their state, read by the state step right
+        after applying the batch (without stored vectors: fresh ones are at hand, and any
+        missing is recomputed); read here when it is absent or failed."""
         latest: dict[str, UserUpdate] = {}
         for update in updates:
             latest[update.user_id] = update
         if not latest:
             return []
         cfg = self._settings
-        snap = await self._reader.read(list(latest), vectors=fresh is None)
+        snap = await _ready(snapshot, list(latest)) if snapshot is not None else None
+        if snap is None:
+            snap = await self._reader.read(list(latest), vectors=fresh is None)
         model = self._models.current if self._models is not None else None
         weights = self.weights(model)
         use_sequence = model is not None and weights.sequence > 0

@@ -22,7 +22,7 @@ from recmodels.online import ModelHolder
 from serving.agent import serve, serve_inline
 from serving.catalog import ItemCatalog
 from serving.recommender import MARKOV_VERSION, Recommender
-from serving.state_reader import ServingStateReader
+from serving.state_reader import ServingStateReader, Snapshot
 from serving.web import install_views
 from streamrec import metrics
 from streamrec.clients import kafka_ssl_context, redis_client
@@ -120,6 +120,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
             log.warning("model refresh failed error=%s: %s", type(exc).__name__, exc)
 
     recommender: Recommender | None = None
+    read_ahead: Callable[[list[str]], Awaitable[Snapshot]] | None = None
     if role in ("all", "serving"):
         reader = ServingStateReader(redis, keys, history=sv.markov_history,
                                     row_size=settings.state.markov_row_size,
@@ -127,6 +128,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
         recommender = Recommender(reader, ItemCatalog(redis, keys), sv,
                                   clock_ms=lambda: int(time.time() * 1000), models=models)
         metrics.MODEL_VERSION.labels(version=MARKOV_VERSION).set(1)
+        read_ahead = partial(reader.read, vectors=False)
 
     def ready() -> None:
         metrics.READINESS.mark_ready()
@@ -146,7 +148,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
             store=RedisStateStore(redis, ApplyConfig.from_settings(keys.prefix, w.app_id, st)),
             outbox=outbox, dlq_topic=t.dlq, announce=announce,
             vectors=UserVectorWriter(redis, keys, models),
-            announce_stores_vectors=recommender is not None)
+            announce_stores_vectors=recommender is not None, read_ahead=read_ahead)
         work = partial(process_events, path=path, acknowledge=consumer.done.acknowledge)
 
         async def forget_watermarks(missing: list[str]) -> None:

@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any
 
 from recmodels.online import FreshVectors
+from serving.state_reader import Snapshot
 from streamrec import metrics
 from streamrec.consumer import Batch, Record
 from streamrec.errors import InvalidEvent
@@ -33,8 +34,18 @@ from streams.user_vectors import UserVectorWriter
 
 log = logging.getLogger(__name__)
 
-# the users of a batch, its records, and the vectors the state step computed for them
-Announce = Callable[[Sequence[UserUpdate], Records, FreshVectors | None], Awaitable[None]]
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the state step hands to the announcement besides the users: the vectors it
+    computed for them, and (role all) the serving read of their state, already under way."""
+
+    fresh: FreshVectors | None = None
+    snapshot: asyncio.Future[Snapshot] | None = None
+
+
+# the users of a batch, its records, and what the state step prepared for them
+Announce = Callable[[Sequence[UserUpdate], Records, Prepared], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,9 @@ class EventPath:
     # role all: the announcement (inline serving) stores the batch's vectors with its
     # lists, in one write; otherwise the state step stores them before announcing
     announce_stores_vectors: bool = False
+    # role all: serving's read of the users' state, started as soon as the batch is
+    # applied, so that its round trip overlaps the user encoding
+    read_ahead: Callable[[list[str]], Awaitable[Snapshot]] | None = None
 
 
 def _source(record: Record) -> Source:
@@ -117,11 +131,12 @@ async def process_events(batches: AsyncIterator[Batch], path: EventPath,
             start = time.perf_counter()
             positioned = await validate(batch, path, out)
             metrics.STAGE_SECONDS.labels(stage="ingest").observe(time.perf_counter() - start)
-            updates, fresh = await _apply(positioned, path) if positioned else ([], None)
+            updates, prepared = await _apply(positioned, path) if positioned else \
+                ([], Prepared())
             if announcing is not None:
                 await announcing
             announcing = asyncio.ensure_future(
-                _announce(path, updates, fresh, out, delivery, partial(acknowledge, batch)))
+                _announce(path, updates, prepared, out, delivery, partial(acknowledge, batch)))
         if announcing is not None:
             await announcing
         await delivery.drain()
@@ -139,24 +154,31 @@ def _observe_queue(batch: Batch) -> None:
             max(0.0, time.time() - newest_ms / 1000))
 
 
-async def _announce(path: EventPath, updates: list[UserUpdate], fresh: FreshVectors | None,
+async def _announce(path: EventPath, updates: list[UserUpdate], prepared: Prepared,
                     out: Records, delivery: InOrderDelivery,
                     acknowledge: Callable[[], None]) -> None:
     if updates:
-        await path.announce(updates, out, fresh)
+        await path.announce(updates, out, prepared)
     await delivery.hand_over(out, acknowledge)
 
 
 async def _apply(positioned: list[Positioned],
-                 path: EventPath) -> tuple[list[UserUpdate], FreshVectors | None]:
+                 path: EventPath) -> tuple[list[UserUpdate], Prepared]:
     """The state step; returns one update per user of the batch, redelivered ones included
     (a crash between the state step and the announcement must not leave a user without a
-    list for the new state), and the vectors of the users it changed."""
+    list for the new state), and what it prepared for the announcement."""
     start = time.perf_counter()
     result = await redis_call("apply_batch", partial(path.store.apply, positioned))
     metrics.STATE_BATCH_SECONDS.observe(time.perf_counter() - start)
     metrics.STATE_BATCH_EVENTS.observe(len(positioned))
     _count(result.applied, result.duplicates + result.below_watermark, result.late)
+    latest: dict[str, UserUpdate] = {}
+    for p in positioned:
+        e = p.event
+        latest[e.user_id] = UserUpdate(user_id=e.user_id, event_id=e.event_id, ts=e.ts,
+                                     received=e.received)
+    snapshot = asyncio.ensure_future(path.read_ahead(list(latest))) \
+        if path.read_ahead is not None else None
     fresh = path.vectors.compute(result.sequences) if path.vectors is not None else None
     if fresh is not None and path.vectors is not None and not path.announce_stores_vectors:
         await redis_call("user_vectors", partial(path.vectors.store, fresh))
@@ -164,12 +186,7 @@ async def _apply(positioned: list[Positioned],
         metrics.ONLINE_EVALUATIONS.inc(result.online_evaluations)
         metrics.ONLINE_HITS.inc(result.online_hits)
     metrics.STAGE_SECONDS.labels(stage="state").observe(time.perf_counter() - start)
-    latest: dict[str, UserUpdate] = {}
-    for p in positioned:
-        e = p.event
-        latest[e.user_id] = UserUpdate(user_id=e.user_id, event_id=e.event_id, ts=e.ts,
-                                     received=e.received)
-    return list(latest.values()), fresh
+    return list(latest.values()), Prepared(fresh, snapshot)
 
 
 def _count(applied: int, skipped: int, late: int) -> None:
@@ -184,7 +201,7 @@ def _count(applied: int, skipped: int, late: int) -> None:
 def publish_updates(topic: str) -> Announce:
     """Role ``stream``: tell the serving workers which users changed."""
     async def announce(updates: Sequence[UserUpdate], out: Records,
-                       fresh: FreshVectors | None) -> None:  # stored by the state step
+                       prepared: Prepared) -> None:  # vectors: stored by the state step
         for update in updates:
             await out.send(topic, update.user_id.encode(), update.to_json())
     return announce

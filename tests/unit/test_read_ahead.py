@@ -1,0 +1,40 @@
+"""Role all: serving uses the state read the state step started, unless it failed or is of
+other users (then it reads again)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from serving.batch_scoring import MarkovColumns
+from serving.ranking import UserState
+from serving.recommender import _ready
+from serving.state_reader import Snapshot
+
+
+def _snapshot(*user_ids: str) -> Snapshot:
+    return Snapshot(n_items=3, popular=[(0, 1.0)], blocked=frozenset(),
+                    users=[UserState(u, [1]) for u in user_ids], markov=MarkovColumns.empty())
+
+
+def _settled(result: Snapshot | Exception) -> Snapshot | None:
+    async def run() -> Snapshot | None:
+        future: asyncio.Future[Snapshot] = asyncio.get_running_loop().create_future()
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+        return await _ready(future, ["u1", "u2"])
+    return asyncio.run(run())
+
+
+def test_the_snapshot_read_ahead_is_used_for_the_same_users() -> None:
+    snap = _snapshot("u1", "u2")
+    assert _settled(snap) is snap
+
+
+def test_a_failed_read_ahead_or_one_of_other_users_is_read_again() -> None:
+    assert _settled(RedisConnectionError("Redis away")) is None
+    assert _settled(_snapshot("u2", "u1")) is None  # the order of the lists differs
+    assert _settled(_snapshot("u1")) is None
