@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -28,11 +29,21 @@ def serve_inline(recommender: Recommender, topic: str) -> Announce:
         if not updates:
             return
         start = time.perf_counter()
-        messages = await redis_call("recommend", partial(
-            recommender.recommend, updates, fresh=prepared.fresh, snapshot=prepared.snapshot))
+        served = await redis_call("recommend", partial(
+            recommender.lists, updates, fresh=prepared.fresh, snapshot=prepared.snapshot))
         metrics.RECOMMEND_SECONDS.observe(time.perf_counter() - start)
-        for message in messages:
-            await out.send(topic, message["user_id"].encode(), encode(message))
+        messages = served.messages
+        # the lists go to the producer while Redis stores them (for the online hit rate):
+        # the write's round trip is not on their way out
+        remembering = asyncio.ensure_future(
+            redis_call("remember_served", partial(recommender.remember, served)))
+        try:
+            for message in messages:
+                await out.send(topic, message["user_id"].encode(), encode(message))
+        except BaseException:  # stopping, or the producer failed: the batch comes again
+            remembering.cancel()
+            raise
+        await remembering
         received = [u.received for u in updates if u.received]
 
         def delivered() -> None:

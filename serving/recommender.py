@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,17 @@ def _user_vectors(users: Sequence[UserState], model: OnlineModel,
     return out, store
 
 
+@dataclass(frozen=True)
+class Served:
+    """A batch's lists: the messages, each user's items, and the vectors to store."""
+
+    messages: list[dict[str, Any]]
+    items: dict[str, list[int]]
+    vectors: FreshVectors | None
+    n_items: int
+    at_ms: int
+
+
 async def _ready(snapshot: asyncio.Future[Snapshot], user_ids: list[str]) -> Snapshot | None:
     """The snapshot read ahead, if it succeeded and is of these users (in this order)."""
     try:
@@ -80,21 +92,27 @@ class Recommender:
         return self._weights
 
     async def recommend(self, updates: Sequence[UserUpdate], n: int | None = None,
-                        remember: bool = True,
-                        fresh: FreshVectors | None = None,
-                        snapshot: asyncio.Future[Snapshot] | None = None
-                        ) -> list[dict[str, Any]]:
+                        remember: bool = True) -> list[dict[str, Any]]:
         """One v1 message per distinct user, for the latest update of each. ``remember``
-        stores the served lists (for the online hit rate); pull requests do not. ``fresh``:
-        the vectors the state step computed for these users (role all), used here and
-        stored with the lists. ``snapshot``: their state, read by the state step right
-        after applying the batch (without stored vectors: fresh ones are at hand, and any
-        missing is recomputed); read here when it is absent or failed."""
+        stores the served lists (for the online hit rate); pull requests do not."""
+        served = await self.lists(updates, n)
+        if remember:
+            await self.remember(served)
+        return served.messages
+
+    async def lists(self, updates: Sequence[UserUpdate], n: int | None = None,
+                    fresh: FreshVectors | None = None,
+                    snapshot: asyncio.Future[Snapshot] | None = None) -> Served:
+        """The lists of the users of ``updates`` (the latest update of each), as messages,
+        not yet remembered. ``fresh``: the vectors the state step computed for these users
+        (role all), used here and stored with the lists. ``snapshot``: their state, read by
+        the state step right after applying the batch (without stored vectors: fresh ones
+        are at hand, and any missing is recomputed); read here when absent or failed."""
         latest: dict[str, UserUpdate] = {}
         for update in updates:
             latest[update.user_id] = update
         if not latest:
-            return []
+            return Served([], {}, None, 0, 0)
         cfg = self._settings
         snap = await _ready(snapshot, list(latest)) if snapshot is not None else None
         if snap is None:
@@ -125,16 +143,21 @@ class Recommender:
         highest = max((max(s.item, *(r.after or 0 for r in s.reasons))
                        for _, items in ranked for s in items), default=-1)
         ids = await self._catalog.ensure(highest)
-        served = {user_id: [s.item for s in items] for user_id, items in ranked}
         now = self._clock_ms()
-        if remember:
-            await self._reader.remember_served(served, cfg.served_ttl_s, to_store)
-            for served_items in served.values():
-                self.coverage.add(served_items, now / 1000)
-            metrics.SERVED_COVERAGE.set(self.coverage.ratio(snap.n_items, now / 1000))
         version = model.version if model is not None else MARKOV_VERSION
-        return [
-            recommendation(user_id, items, ids, version, latest[user_id].event_id,
-                           latest[user_id].ts, now)
-            for user_id, items in ranked
-        ]
+        messages = [recommendation(user_id, items, ids, version, latest[user_id].event_id,
+                                   latest[user_id].ts, now)
+                    for user_id, items in ranked]
+        return Served(messages, {user_id: [s.item for s in items] for user_id, items in ranked},
+                      to_store, snap.n_items, now)
+
+    async def remember(self, served: Served) -> None:
+        """Store the served lists (for the online hit rate) with the vectors to store, in
+        one round trip, and count them in the served coverage."""
+        if not served.items:
+            return
+        await self._reader.remember_served(served.items, self._settings.served_ttl_s,
+                                           served.vectors)
+        for served_items in served.items.values():
+            self.coverage.add(served_items, served.at_ms / 1000)
+        metrics.SERVED_COVERAGE.set(self.coverage.ratio(served.n_items, served.at_ms / 1000))
