@@ -312,7 +312,8 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
               warmup: list[bytes], train_budget_s: float,
               paced_seconds: float, paced_fraction: float = 0.5, partitions: int = 1,
               linger_ms: int = 5, broker_pid: int | None = None,
-              redis_pid: int | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+              redis_pid: int | None = None, paced_rate: float | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One worker (role all). A warm-up builds the state and, with a training budget, a
     SASRec version is trained on it and loaded, so the run includes user embeddings and
     sequence scoring. Then (c): the n events are published as fast as the producer goes
@@ -359,7 +360,7 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
         seconds = (max(ts for ts, _ in lists) - t0) * n / counted  # n events at that rate
         paced = None
         if paced_seconds > 0:
-            rate = n / seconds * paced_fraction
+            rate = paced_rate or n / seconds * paced_fraction
             before_text = _metrics(http)
             before = histogram_buckets(before_text, FRESHNESS)
             timeline: list[tuple[float, float]] = []
@@ -373,7 +374,7 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
                                                 linger_ms=linger_ms))
             after_text = _metrics(http)
             observed = bucket_delta(histogram_buckets(after_text, FRESHNESS), before)
-            paced = {"offered_rate": rate, "fraction_of_full_path": paced_fraction,
+            paced = {"offered_rate": rate, "fraction_of_full_path": rate * seconds / n,
                      "seconds": paced_seconds,
                      "producer_linger_ms": linger_ms,
                      "client_by_5s": by_window(timeline, 5.0),
@@ -405,6 +406,8 @@ def main() -> int:
                    help="SASRec trained this long on the warm-up state (0: Markov only)")
     p.add_argument("--paced-seconds", type=float, default=30.0,
                    help="freshness at half the measured full-path rate, for this long")
+    p.add_argument("--paced-rate", type=float, default=None,
+                   help="offer this many events/s instead (to compare code at the same load)")
     p.add_argument("--paced-fraction", type=float, default=0.5,
                    help="the paced rate as a fraction of the full-path rate (the target: 0.5)")
     p.add_argument("--partitions", type=int, default=1,
@@ -435,7 +438,7 @@ def main() -> int:
                                 args.paced_seconds, args.paced_fraction, args.partitions,
                                 args.linger_ms,
                                 stack.service("kafka").pid,
-                                stack.service("redis").pid)
+                                stack.service("redis").pid, args.paced_rate)
     finally:
         stack.down()
     rates = {"raw_aiokafka": args.events / raw, "faust_consume_only": args.events / faust_s,
