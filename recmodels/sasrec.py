@@ -132,15 +132,7 @@ class _Block(nn.Module):
         q, k, v = rows.pad(self.qkv(h)).view(
             rows.batch, rows.width, 3, self.n_heads, -1).transpose(1, 3).unbind(dim=2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=rows.allowed)
-        attended = self.out(rows.unpad(y.transpose(1, 2)))
-        out: torch.Tensor
-        if self.pre:
-            x = x + attended
-            out = x + self.ffn(self.ln_ffn(x))
-        else:
-            x = self.ln_attn(x + attended)
-            out = self.ln_ffn(x + self.ffn(x))
-        return out
+        return self._after_attention(x, self.out(rows.unpad(y.transpose(1, 2))))
 
     def forward_last(self, x: torch.Tensor, rows: _Packed) -> torch.Tensor:
         """The block's output at each row's last position only, ``[B, d]``, from its real
@@ -155,26 +147,23 @@ class _Block(nn.Module):
         k, v = rows.pad(F.linear(keys_in, w[d:], bias[d:])).view(
             rows.batch, rows.width, 2, self.n_heads, -1).transpose(1, 3).unbind(dim=2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=rows.allowed[:, :, -1:, :])
-        attended = self.out(y.reshape(rows.batch, d))
-        last = x[rows.last]
+        return self._after_attention(x[rows.last], self.out(y.reshape(rows.batch, d)))
+
+    def _after_attention(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The rest of the block once attention gave ``attended`` for the positions ``x``:
+        the residual, then the feed-forward with its residual (pre- or post-norm)."""
         out: torch.Tensor
         if self.pre:
-            last = last + attended
-            out = last + self.ffn(self.ln_ffn(last))
+            x = x + attended
+            out = x + self.drop(self.ffn(self.ln_ffn(x)))
         else:
-            last = self.ln_attn(last + attended)
-            out = self.ln_ffn(last + self.ffn(last))
+            x = self.ln_attn(x + attended)
+            out = self.ln_ffn(x + self.drop(self.ffn(x)))
         return out
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor
-        if self.pre:
-            x = x + self._attend(self.ln_attn(x), allowed)
-            out = x + self.drop(self.ffn(self.ln_ffn(x)))
-        else:
-            x = self.ln_attn(x + self._attend(x, allowed))
-            out = self.ln_ffn(x + self.drop(self.ffn(x)))
-        return out
+        return self._after_attention(
+            x, self._attend(self.ln_attn(x) if self.pre else x, allowed))
 
 
 class SASRec(nn.Module):
