@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -9,6 +10,8 @@ from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import NoScriptError
 
 from recmodels.online import FreshVectors
 from serving.batch_scoring import MarkovColumns
@@ -87,7 +90,9 @@ class ServingStateReader:
         self._history = history
         self._row_size = row_size
         self._popular = popular
+        self._redis = redis
         self._script = redis.register_script(_SCRIPT)
+        self._script_loaded = False
         self._writer = UserWriter(redis, keys)
 
     async def remember_served(self, lists: Mapping[str, Sequence[int]], ttl_s: int,
@@ -97,9 +102,43 @@ class ServingStateReader:
         await self._writer.write(lists, ttl_s, vectors.by_user if vectors else {},
                                  vectors.version if vectors else "")
 
+    def _args(self, user_ids: Sequence[str], vectors: bool) -> list[str | int]:
+        return [self._keys.prefix, self._history, self._row_size, self._popular,
+                "1" if vectors else "0", *user_ids]
+
     async def read(self, user_ids: Sequence[str], vectors: bool = True) -> Snapshot:
         """What serving needs for these users; ``vectors=False`` leaves the stored user
         vectors out (the caller has fresh ones)."""
-        raw = await self._script(args=[self._keys.prefix, self._history, self._row_size,
-                                       self._popular, "1" if vectors else "0", *user_ids])
+        return parse_snapshot(user_ids, await self._script(args=self._args(user_ids, vectors)))
+
+    async def read_ahead(self, user_ids: Sequence[str]) -> asyncio.Future[Snapshot]:
+        """Send the read of these users' state (without stored vectors) and return at once:
+        the future parses the reply. The request is on its way when this returns, so the
+        caller's work (the user encoding) overlaps Redis running it; a task started for
+        :meth:`read` would only send it at the caller's next await. The future fails when
+        the read does (Redis away, the script not loaded): the caller reads again."""
+        pool = self._redis.connection_pool
+        if not self._script_loaded:
+            await self._redis.script_load(_SCRIPT)
+            self._script_loaded = True
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_command("EVALSHA", self._script.sha, 0,
+                                    *self._args(user_ids, vectors=False))
+        except BaseException:
+            await conn.disconnect()
+            await pool.release(conn)
+            raise
+        return asyncio.ensure_future(self._reply(conn, list(user_ids)))
+
+    async def _reply(self, conn: Connection, user_ids: list[str]) -> Snapshot:
+        try:
+            raw = await conn.read_response()
+        except BaseException as exc:  # a reply left unread or broken: not reused
+            if isinstance(exc, NoScriptError):
+                self._script_loaded = False  # Redis restarted: load it again next time
+            await conn.disconnect()
+            raise
+        finally:
+            await self._redis.connection_pool.release(conn)
         return parse_snapshot(user_ids, raw)

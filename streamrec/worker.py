@@ -120,7 +120,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
             log.warning("model refresh failed error=%s: %s", type(exc).__name__, exc)
 
     recommender: Recommender | None = None
-    read_ahead: Callable[[list[str]], Awaitable[Snapshot]] | None = None
+    read_ahead: Callable[[list[str]], Awaitable[asyncio.Future[Snapshot]]] | None = None
     if role in ("all", "serving"):
         reader = ServingStateReader(redis, keys, history=sv.markov_history,
                                     row_size=settings.state.markov_row_size,
@@ -128,7 +128,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
         recommender = Recommender(reader, ItemCatalog(redis, keys), sv,
                                   clock_ms=lambda: int(time.time() * 1000), models=models)
         metrics.MODEL_VERSION.labels(version=MARKOV_VERSION).set(1)
-        read_ahead = partial(reader.read, vectors=False)
+        read_ahead = reader.read_ahead
 
     def ready() -> None:
         metrics.READINESS.mark_ready()

@@ -59,9 +59,9 @@ class EventPath:
     # role all: the announcement (inline serving) stores the batch's vectors with its
     # lists, in one write; otherwise the state step stores them before announcing
     announce_stores_vectors: bool = False
-    # role all: serving's read of the users' state, started as soon as the batch is
-    # applied, so that its round trip overlaps the user encoding
-    read_ahead: Callable[[list[str]], Awaitable[Snapshot]] | None = None
+    # role all: sends serving's read of the users' state as soon as the batch is applied,
+    # so that Redis runs it while the users are encoded; the future parses the reply
+    read_ahead: Callable[[list[str]], Awaitable[asyncio.Future[Snapshot]]] | None = None
 
 
 def _source(record: Record) -> Source:
@@ -177,8 +177,7 @@ async def _apply(positioned: list[Positioned],
         e = p.event
         latest[e.user_id] = UserUpdate(user_id=e.user_id, event_id=e.event_id, ts=e.ts,
                                      received=e.received)
-    snapshot = asyncio.ensure_future(path.read_ahead(list(latest))) \
-        if path.read_ahead is not None else None
+    snapshot = await _read_ahead(path, list(latest))
     fresh = path.vectors.compute(result.sequences) if path.vectors is not None else None
     if fresh is not None and path.vectors is not None and not path.announce_stores_vectors:
         await redis_call("user_vectors", partial(path.vectors.store, fresh))
@@ -187,6 +186,18 @@ async def _apply(positioned: list[Positioned],
         metrics.ONLINE_HITS.inc(result.online_hits)
     metrics.STAGE_SECONDS.labels(stage="state").observe(time.perf_counter() - start)
     return list(latest.values()), Prepared(fresh, snapshot)
+
+
+async def _read_ahead(path: EventPath, user_ids: list[str]) -> asyncio.Future[Snapshot] | None:
+    """Serving's read of these users, sent; None when there is none or it could not be
+    sent (serving then reads by itself, with retries)."""
+    if path.read_ahead is None:
+        return None
+    try:
+        return await path.read_ahead(user_ids)
+    except Exception as exc:  # Redis away: serving's own read retries
+        log.debug("state read ahead not sent error=%s", type(exc).__name__)
+        return None
 
 
 def _count(applied: int, skipped: int, late: int) -> None:

@@ -38,3 +38,28 @@ def test_a_failed_read_ahead_or_one_of_other_users_is_read_again() -> None:
     assert _settled(RedisConnectionError("Redis away")) is None
     assert _settled(_snapshot("u2", "u1")) is None  # the order of the lists differs
     assert _settled(_snapshot("u1")) is None
+
+
+def test_a_read_ahead_that_cannot_be_sent_leaves_serving_to_read() -> None:
+    from streams.agents import EventPath, _read_ahead
+
+    async def refuse(user_ids: list[str]) -> asyncio.Future[Snapshot]:
+        raise RedisConnectionError("Redis away")
+
+    async def send(user_ids: list[str]) -> asyncio.Future[Snapshot]:
+        future: asyncio.Future[Snapshot] = asyncio.get_running_loop().create_future()
+        future.set_result(_snapshot(*user_ids))
+        return future
+
+    def path(read_ahead: object) -> EventPath:
+        return EventPath(type_by_topic={}, store=None, outbox=None, dlq_topic="",  # type: ignore[arg-type]
+                         announce=None, read_ahead=read_ahead)  # type: ignore[arg-type]
+
+    async def run() -> tuple[object, object, object]:
+        sent = await _read_ahead(path(send), ["u1"])
+        return (await _read_ahead(path(refuse), ["u1"]), await _read_ahead(path(None), ["u1"]),
+                await sent if sent is not None else None)
+
+    refused, absent, sent = asyncio.run(run())
+    assert refused is None and absent is None
+    assert isinstance(sent, Snapshot) and [u.user_id for u in sent.users] == ["u1"]
