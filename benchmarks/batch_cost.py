@@ -39,7 +39,7 @@ from redis.asyncio import Redis
 
 from infra.stack import find_redis_server, free_port
 from recmodels.datasets import synthetic_stream
-from recmodels.online import OnlineModel
+from recmodels.online import OnlineModel, encoder_dtype
 from recmodels.sasrec import SASRec, SASRecConfig
 from serving.catalog import ItemCatalog
 from serving.item_index import ItemIndex
@@ -88,8 +88,9 @@ async def _one_size(redis_port: int, redis_pid: int, size: int, warmup: int, eve
         torch.manual_seed(0)
         model = SASRec(n_items, SASRecConfig(hidden=hidden)).eval()
         vectors = model.item_emb.weight.detach()[1:].numpy().astype(np.float32, copy=True)
-        holder.current = OnlineModel("bench", model, vectors, 0, None,
-                                     index=ItemIndex.build(vectors))
+        holder.current = OnlineModel(  # products in the worker's precision
+            "bench", model, vectors, 0, None, index=ItemIndex.build(vectors),
+            encoder_dtype=encoder_dtype(settings.worker.encoder_precision))
     sv = settings.serving
     reader = ServingStateReader(redis, keys, history=sv.markov_history,
                                 row_size=settings.state.markov_row_size,

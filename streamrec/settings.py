@@ -129,6 +129,10 @@ class WorkerSettings(BaseModel):
         default=1, ge=1, description="CPU threads of PyTorch (user embeddings) and of numpy's "
                                      "BLAS (scoring) in a worker (the event loop is "
                                      "single-threaded anyway)")
+    encoder_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="matrix products of the user encoder (SASRec): bfloat16 "
+                                    "halves their cost on CPUs with native bfloat16 (auto: "
+                                    "those), with the same HR@10 / NDCG@10 on Games")
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="the worker's event loop (uvloop: less overhead per I/O)")
     lag_interval_s: float = Field(default=5.0, gt=0, description="consumer lag export period")

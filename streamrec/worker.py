@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from infra.stack import port_is_free
 from recmodels.model_store import ModelStore
-from recmodels.online import ModelHolder
+from recmodels.online import ModelHolder, encoder_dtype
 from serving.agent import serve, serve_inline
 from serving.catalog import ItemCatalog
 from serving.recommender import MARKOV_VERSION, Recommender
@@ -109,7 +109,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
     keys = Keys(settings.redis.prefix)
     redis = redis_client(settings.redis)
     st, sv = settings.state, settings.serving
-    models = ModelHolder(ModelStore(redis, keys))
+    models = ModelHolder(ModelStore(redis, keys), encoder_dtype(w.encoder_precision))
     outbox = Outbox(app.maybe_start_producer)
 
     @app.timer(interval=sv.model_poll_s)  # type: ignore[untyped-decorator]

@@ -8,7 +8,7 @@ import torch
 
 from recmodels.checkpoint import Checkpoint
 from recmodels.model_store import ModelStoreError, from_blobs, to_blobs
-from recmodels.online import OnlineModel
+from recmodels.online import OnlineModel, encoder_dtype
 from recmodels.sasrec import SASRec, SASRecConfig, pad_histories
 from recmodels.split import ItemVocab
 
@@ -87,3 +87,32 @@ def test_an_unloadable_version_is_kept_out_and_reported_once(caplog) -> None:
     assert holder.current is None
     assert Store.loads == 1
     assert sum("broken-1" in r.message for r in caplog.records) == 1
+
+
+def test_encoder_precision_names_a_dtype_and_rejects_others() -> None:
+    assert encoder_dtype("float32") == torch.float32
+    assert encoder_dtype("bfloat16") == torch.bfloat16
+    assert encoder_dtype("auto") in (torch.float32, torch.bfloat16)
+    with pytest.raises(ValueError, match="'half'"):
+        encoder_dtype("half")
+
+
+def test_bfloat16_user_vectors_point_where_float32_ones_do() -> None:
+    """Products in bfloat16 (layer norms and softmax in float32): each user's vector keeps
+    its direction, so the items it ranks first stay the same."""
+    torch.manual_seed(3)
+    config = SASRecConfig(hidden=64, max_len=20, n_blocks=2)
+    model = SASRec(300, config).eval()
+    vectors = model.item_emb.weight.detach()[1:].numpy().copy()
+    rng = np.random.default_rng(5)
+    sequences = [rng.integers(0, 300, size=n).tolist() for n in rng.integers(1, 21, size=40)]
+    exact = OnlineModel("v", model, vectors, 0, None).user_vectors(sequences)
+    low = OnlineModel("v", model, vectors, 0, None,
+                      encoder_dtype=torch.bfloat16).user_vectors(sequences)
+    assert low.dtype == np.float32
+    assert not np.array_equal(low, exact)  # the products did run in bfloat16
+    cosine = (low * exact).sum(1) / np.linalg.norm(low, axis=1) / np.linalg.norm(exact, axis=1)
+    assert cosine.min() > 0.999
+    top = [set(np.argsort(-(vectors @ v))[:10].tolist()) for v in (*exact, *low)]
+    overlap = [len(top[i] & top[i + len(exact)]) / 10 for i in range(len(exact))]
+    assert np.mean(overlap) >= 0.9
