@@ -65,12 +65,13 @@ from streamrec.replay import event_payload
 from streamrec.settings import Settings, settings_env
 
 CHILD_FAUST = "faust-consume"
+ITEMS = 5_000  # catalogue of every phase
 
 
-def _events(n: int, seed: int = 7) -> list[bytes]:
+def _events(n: int, users: int, seed: int = 7) -> list[bytes]:
     """Views only: all of them go to events.view (a click on that topic would be rejected)."""
     return [event_payload(dataclasses.replace(e, type="view"))
-            for e in synthetic_stream(n, n_users=20_000, n_items=5_000, seed=seed)]
+            for e in synthetic_stream(n, n_users=users, n_items=ITEMS, seed=seed)]
 
 
 async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
@@ -312,8 +313,8 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
               warmup: list[bytes], train_budget_s: float,
               paced_seconds: float, paced_fraction: float = 0.5, partitions: int = 1,
               linger_ms: int = 5, broker_pid: int | None = None,
-              redis_pid: int | None = None, paced_rate: float | None = None
-              ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+              redis_pid: int | None = None, paced_rate: float | None = None,
+              users: int = 20_000) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One worker (role all). A warm-up builds the state and, with a training budget, a
     SASRec version is trained on it and loaded, so the run includes user embeddings and
     sequence scoring. Then (c): the n events are published as fast as the producer goes
@@ -368,8 +369,8 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
                              "load_generator": os.getpid()}, 5.0,
                             scrape=lambda: _metrics(http), redis=redis) as cpu_use:
                 client = asyncio.run(offer_load(Settings.model_validate(values), rate,
-                                                paced_seconds, seed=99, n_users=20_000,
-                                                n_items=5_000, timeline=timeline,
+                                                paced_seconds, seed=99, n_users=users,
+                                                n_items=ITEMS, timeline=timeline,
                                                 on_start=cpu_use.begin,
                                                 linger_ms=linger_ms))
             after_text = _metrics(http)
@@ -414,6 +415,8 @@ def main() -> int:
                    help="partitions of every topic, for all paths (one worker reads them all)")
     p.add_argument("--linger-ms", type=int, default=5,
                    help="linger of the paced phase's producer (Kafka 4's default: 5 ms)")
+    p.add_argument("--users", type=int, default=20_000,
+                   help="users of every phase (with --warmup: the history depth)")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
                    help="event loop of all three paths (the worker's default is uvloop)")
     args = p.parse_args()
@@ -426,7 +429,7 @@ def main() -> int:
     stack = Stack(run / "stack")
     stack.up(kafka_port=kafka, redis_port=redis_port)
     bootstrap = f"127.0.0.1:{kafka}"
-    payloads = _events(args.events)
+    payloads = _events(args.events, args.users)
     try:
         # (a) and (b) read a topic with as many partitions as (c)'s input topic
         asyncio.run(_create_topic(bootstrap, "bench.in", args.partitions))
@@ -434,11 +437,11 @@ def main() -> int:
         raw = asyncio.run(raw_passthrough(bootstrap, "bench.in", args.events))
         faust_s = faust_consume(bootstrap, "bench.in", args.events, run, args.loop)
         full, paced = full_path(kafka, redis_port, payloads, run, args.loop,
-                                _events(args.warmup, seed=11), args.train_budget,
+                                _events(args.warmup, args.users, seed=11), args.train_budget,
                                 args.paced_seconds, args.paced_fraction, args.partitions,
                                 args.linger_ms,
                                 stack.service("kafka").pid,
-                                stack.service("redis").pid, args.paced_rate)
+                                stack.service("redis").pid, args.paced_rate, args.users)
     finally:
         stack.down()
     rates = {"raw_aiokafka": args.events / raw, "faust_consume_only": args.events / faust_s,
