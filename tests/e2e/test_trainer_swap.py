@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from recmodels.datasets import synthetic_stream
 from recmodels.model_store import ModelStore
-from recmodels.online import OnlineModel
+from recmodels.online import OnlineModel, encoder_dtype
 from serving.state_reader import decode_sequence
 from streamrec.keys import Keys
 from streamrec.replay import publish
@@ -35,12 +35,13 @@ FIRST, SECOND = EVENTS[:3000], EVENTS[3000:]
 async def _stored_and_expected(settings: Settings, user: str,
                                version: str) -> tuple[bytes, bytes, np.ndarray]:
     """The user's stored vector and its version, and what ``version`` makes of the user's
-    stored sequence."""
+    stored sequence (in the worker's encoder precision)."""
     redis = Redis.from_url(settings.redis.url)
     keys = Keys(settings.redis.prefix)
     try:
         emb, ver, seq = await redis.hmget(keys.user(user), "emb", "ver", "seq")
-        model = OnlineModel.from_published(await ModelStore(redis, keys).load(version))
+        model = OnlineModel.from_published(await ModelStore(redis, keys).load(version),
+                                           encoder_dtype(settings.worker.encoder_precision))
     finally:
         await redis.aclose()
     return emb or b"", ver or b"", model.user_vectors([decode_sequence(seq or b"")])[0]
