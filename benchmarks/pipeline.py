@@ -20,6 +20,11 @@ Reports events/s of each, the ratios (c)/(a) and (c)/(b), CPU seconds per 1,000 
 and Redis commands per event of (c), and (d); writes JSON and a PNG. All three use the
 same event loop (--loop, uvloop by default like the worker).
 
+--pin gives the worker of (c) and (d) a CPU of its own and puts the broker, Redis and the
+load generator on the others, as where Kafka and Redis run on other machines: unpinned, on
+two cores, all of them and Redis' AOF rewrite child share both, and the worker's own work
+costs more CPU per event (its encoder measured 2x the CPU on the same batches).
+
     python benchmarks/pipeline.py --events 100000 --out out/pipeline
 """
 
@@ -309,12 +314,35 @@ class CpuSampler:
         self._thread.join()
 
 
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` to ``cpus`` (threads started later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
+def _pinning(pin: bool, others: list[int | None]) -> Callable[[int], None]:
+    """With ``pin``: the processes ``others`` (broker, Redis, this one: the load generator)
+    go to every CPU but the last, and the returned function puts a worker on the last one
+    alone; without: a no-op."""
+    if not pin:
+        return lambda pid: None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least two CPUs (the worker gets one of its own)")
+    rest = set(cpus[:-1])
+    for pid in others:
+        if pid is not None:
+            _pin(pid, rest)
+    return lambda pid: _pin(pid, {cpus[-1]})
+
+
 def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loop: str,
               warmup: list[bytes], train_budget_s: float,
               paced_seconds: float, paced_fraction: float = 0.5, partitions: int = 1,
               linger_ms: int = 5, broker_pid: int | None = None,
               redis_pid: int | None = None, paced_rate: float | None = None,
-              users: int = 20_000) -> tuple[dict[str, Any], dict[str, Any] | None]:
+              users: int = 20_000, pin: bool = False
+              ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One worker (role all). A warm-up builds the state and, with a training budget, a
     SASRec version is trained on it and loaded, so the run includes user embeddings and
     sequence scoring. Then (c): the n events are published as fast as the producer goes
@@ -332,9 +360,11 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
         "trainer": {"threads": 1}}
     env = dict(os.environ, **settings_env(values))
     redis = Redis(port=redis_port)
+    pin_worker = _pinning(pin, [broker_pid, redis_pid, os.getpid()])
     worker = WorkerProcess(env, run, role="all")
     try:
-        worker.start().wait_ready()
+        pin_worker(worker.start().pid)
+        worker.wait_ready()
         asyncio.run(_fill(bootstrap, "events.view", warmup))
         wait_applied(redis, len(warmup), worker)
         model = train_and_load(env, http, train_budget_s) if train_budget_s > 0 else "markov"
@@ -344,7 +374,7 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
         worker.stop()
         asyncio.run(_fill(bootstrap, "events.view", payloads))
         worker = WorkerProcess(env, run, role="all")
-        worker.start()
+        pin_worker(worker.start().pid)
         base = len(warmup)
         t0, applied0, cpu0, calls0 = _first_progress(redis, base, worker)
         wait_applied(redis, base + n, worker)
@@ -417,6 +447,9 @@ def main() -> int:
                    help="linger of the paced phase's producer (Kafka 4's default: 5 ms)")
     p.add_argument("--users", type=int, default=20_000,
                    help="users of every phase (with --warmup: the history depth)")
+    p.add_argument("--pin", action="store_true",
+                   help="(c) and (d): the worker on a CPU of its own; the broker, Redis and "
+                        "the load generator on the others")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
                    help="event loop of all three paths (the worker's default is uvloop)")
     args = p.parse_args()
@@ -441,13 +474,14 @@ def main() -> int:
                                 args.paced_seconds, args.paced_fraction, args.partitions,
                                 args.linger_ms,
                                 stack.service("kafka").pid,
-                                stack.service("redis").pid, args.paced_rate, args.users)
+                                stack.service("redis").pid, args.paced_rate, args.users,
+                                args.pin)
     finally:
         stack.down()
     rates = {"raw_aiokafka": args.events / raw, "faust_consume_only": args.events / faust_s,
              "streamrec_full_path": args.events / full["seconds"]}
     result = {
-        "events": args.events, "loop": args.loop,
+        "events": args.events, "loop": args.loop, "worker_pinned": args.pin,
         "machine": f"{os.cpu_count()} cores, embedded Tansu + Redis",
         "events_per_s": rates,
         "ratio_full_to_raw": rates["streamrec_full_path"] / rates["raw_aiokafka"],
