@@ -26,6 +26,10 @@ from streamrec import metrics
 log = logging.getLogger(__name__)
 
 USER_BATCH = 256  # sequences encoded at once (of similar lengths: little padding)
+# below this many sequences a chunk is encoded in float32 whatever the precision: autocast
+# costs ~0.17 ms a call (weights cast again each time), more than bfloat16 saves on small
+# chunks (measured here: 3 users 0.38 ms float32 / 0.53 ms bfloat16, 20 users 1.07 / 0.95)
+LOW_PRECISION_MIN_ROWS = 16
 
 
 def encoder_dtype(precision: str) -> torch.dtype:
@@ -94,12 +98,13 @@ class OnlineModel:
         present = sorted((r for r, seq in enumerate(rows) if seq), key=lambda r: len(rows[r]))
         if not present:
             return out
-        low = self.encoder_dtype != torch.float32
-        with torch.inference_mode(), torch.autocast("cpu", self.encoder_dtype, enabled=low):
+        with torch.inference_mode():
             for start in range(0, len(present), USER_BATCH):
                 part = present[start:start + USER_BATCH]
                 seqs = pad_histories([rows[r] for r in part], self.model.config.max_len)
-                out[part] = self.model.encode_last(seqs).float().numpy()
+                low = self.encoder_dtype != torch.float32 and len(part) >= LOW_PRECISION_MIN_ROWS
+                with torch.autocast("cpu", self.encoder_dtype, enabled=low):
+                    out[part] = self.model.encode_last(seqs).float().numpy()
         return out
 
 
