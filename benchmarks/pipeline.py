@@ -23,7 +23,8 @@ same event loop (--loop, uvloop by default like the worker).
 --pin gives the worker of (c) and (d) a CPU of its own and puts the broker, Redis and the
 load generator on the others, as where Kafka and Redis run on other machines: unpinned, on
 two cores, all of them and Redis' AOF rewrite child share both, and the worker's own work
-costs more CPU per event (its encoder measured 2x the CPU on the same batches).
+costs more CPU per event (its encoder: about 2x the CPU per user of batches like them
+encoded in a process alone).
 
     python benchmarks/pipeline.py --events 100000 --out out/pipeline
 """
