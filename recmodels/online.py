@@ -8,6 +8,7 @@ newer than the model have no row until the next version.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -69,11 +70,10 @@ class OnlineModel:
     @classmethod
     def from_published(cls, published: PublishedModel,
                        encoder_dtype: torch.dtype = torch.float32) -> OnlineModel:
-        online = cls.from_checkpoint(published.checkpoint, published.version,
-                                     published.created_at_ms, encoder_dtype)
-        return cls(online.version, online.model, online.item_vectors, online.created_at_ms,
-                   published.metrics.get("ndcg@10"), published.blend, online.index,
-                   encoder_dtype)
+        return dataclasses.replace(
+            cls.from_checkpoint(published.checkpoint, published.version,
+                                published.created_at_ms, encoder_dtype),
+            ndcg_at_10=published.metrics.get("ndcg@10"), blend=published.blend)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, version: str, created_at_ms: int = 0,

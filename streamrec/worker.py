@@ -22,7 +22,7 @@ from recmodels.online import ModelHolder, encoder_dtype
 from serving.agent import serve, serve_inline
 from serving.catalog import ItemCatalog
 from serving.recommender import MARKOV_VERSION, Recommender
-from serving.state_reader import ServingStateReader, Snapshot
+from serving.state_reader import ServingStateReader
 from serving.web import install_views
 from streamrec import metrics
 from streamrec.clients import kafka_ssl_context, redis_client
@@ -34,7 +34,7 @@ from streamrec.retry import probe_redis, redis_call
 from streamrec.settings import Settings
 from streamrec.topics import ensure_topics
 from streamrec.watermarks import reset_watermarks
-from streams.agents import EventPath, process_events, publish_updates
+from streams.agents import EventPath, ReadAhead, process_events, publish_updates
 from streams.state import ApplyConfig, RedisStateStore
 from streams.user_vectors import UserVectorWriter
 
@@ -120,7 +120,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
             log.warning("model refresh failed error=%s: %s", type(exc).__name__, exc)
 
     recommender: Recommender | None = None
-    read_ahead: Callable[[list[str]], Awaitable[asyncio.Future[Snapshot]]] | None = None
+    read_ahead: ReadAhead | None = None
     if role in ("all", "serving"):
         reader = ServingStateReader(redis, keys, history=sv.markov_history,
                                     row_size=settings.state.markov_row_size,

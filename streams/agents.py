@@ -46,6 +46,8 @@ class Prepared:
 
 # the users of a batch, its records, and what the state step prepared for them
 Announce = Callable[[Sequence[UserUpdate], Records, Prepared], Awaitable[None]]
+# sends serving's read of these users' state; the future parses the reply
+ReadAhead = Callable[[list[str]], Awaitable[asyncio.Future[Snapshot]]]
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class EventPath:
     announce_stores_vectors: bool = False
     # role all: sends serving's read of the users' state as soon as the batch is applied,
     # so that Redis runs it while the users are encoded; the future parses the reply
-    read_ahead: Callable[[list[str]], Awaitable[asyncio.Future[Snapshot]]] | None = None
+    read_ahead: ReadAhead | None = None
 
 
 def _source(record: Record) -> Source:
