@@ -4,10 +4,14 @@
 --       5 '1' to read the stored user vectors (else emb and ver come back empty),
 --       6.. user ids.
 -- Returns {item_count, popular (flat idx, score...), blocked (indexes of the item ids
---          in the blocked set),
---          then per user {seq, bought, rows, emb, ver}} where rows is a flat list of
---          {item_idx, row_total, {succ, count, ...}} for the last m distinct items,
---          most recent first.
+--          in the blocked set), rows,
+--          then per user {seq, bought, row items, emb, ver}} where row items are the
+--          user's last m distinct items, most recent first, and rows holds each of those
+--          items' Markov row once per batch (users of a batch share popular items):
+--          {items, lengths (successors per row), text}, text being, row after row, the
+--          row's total then its top K {succ, count} pairs, separated by spaces. One string
+--          instead of 2K reply elements per row: building and parsing those elements was
+--          most of the read's cost.
 local prefix = ARGV[1]
 local m = tonumber(ARGV[2])
 local K = tonumber(ARGV[3])
@@ -26,6 +30,8 @@ local out = {
   redis.call('ZREVRANGE', prefix .. 'pop', 0, npop - 1, 'WITHSCORES'),
   blocked,
 }
+local row_items, row_lengths, row_text, row_read = {}, {}, {}, {}
+out[4] = {row_items, row_lengths, ''}
 for a = 6, #ARGV do
   local ukey = prefix .. 'u:' .. ARGV[a]
   local fields
@@ -36,21 +42,26 @@ for a = 6, #ARGV do
   end
   local seq = fields[1] or ''
   local bought = redis.call('SMEMBERS', ukey .. ':bought')
-  local rows = {}
+  local items = {}
   local seen = {}
-  local taken = 0
   local pos = #seq - 3
-  while pos >= 1 and taken < m do
+  while pos >= 1 and #items < m do
     local item = struct.unpack('<I4', seq, pos)
     if not seen[item] then
       seen[item] = true
-      taken = taken + 1
-      rows[#rows + 1] = item
-      rows[#rows + 1] = redis.call('HGET', prefix .. 'mk:total', item) or '0'
-      rows[#rows + 1] = redis.call('ZREVRANGE', prefix .. 'mk:' .. item, 0, K - 1, 'WITHSCORES')
+      items[#items + 1] = item
+      if not row_read[item] then
+        row_read[item] = true
+        local succ = redis.call('ZREVRANGE', prefix .. 'mk:' .. item, 0, K - 1, 'WITHSCORES')
+        row_items[#row_items + 1] = item
+        row_lengths[#row_lengths + 1] = #succ / 2
+        row_text[#row_text + 1] = redis.call('HGET', prefix .. 'mk:total', item) or '0'
+        row_text[#row_text + 1] = table.concat(succ, ' ')
+      end
     end
     pos = pos - 4
   end
-  out[#out + 1] = {seq, bought, rows, fields[2] or '', fields[3] or ''}
+  out[#out + 1] = {seq, bought, items, fields[2] or '', fields[3] or ''}
 end
+out[4][3] = table.concat(row_text, ' ')
 return out

@@ -39,40 +39,49 @@ def decode_sequence(packed: bytes) -> list[int]:
     return np.frombuffer(packed, dtype="<u4").astype(int).tolist() if packed else []
 
 
-def _markov_columns(per_user_rows: Sequence[Sequence[Any]]) -> MarkovColumns:
-    """Each user's rows (flat ``item, total, {succ, count, ...}`` triples) as columns."""
+def _markov_columns(per_user_items: Sequence[Sequence[int]],
+                    rows: Sequence[Any]) -> MarkovColumns:
+    """Each user's rows as columns. ``per_user_items``: each user's row items, most recent
+    first; ``rows``: ``{items, lengths, text}``, each distinct row of the batch once (see
+    read_state.lua), expanded here to one row per user that has it."""
+    items, lengths, text = rows
+    where = {int(item): d for d, item in enumerate(items)}
     row_user: list[int] = []
     row_rank: list[int] = []
-    row_item: list[bytes] = []
-    row_total: list[bytes] = []
-    lengths: list[int] = []
-    flat: list[bytes] = []
-    for user, rows in enumerate(per_user_rows):
-        for rank, i in enumerate(range(0, len(rows), 3)):
+    row_of: list[int] = []  # each user row's distinct row
+    for user, user_items in enumerate(per_user_items):
+        for rank, item in enumerate(user_items):
             row_user.append(user)
             row_rank.append(rank)
-            row_item.append(rows[i])
-            row_total.append(rows[i + 1])
-            lengths.append(len(rows[i + 2]) // 2)
-            flat += rows[i + 2]
+            row_of.append(where[int(item)])
     if not row_user:
         return MarkovColumns.empty()
-    pairs = np.fromiter(map(float, flat), dtype=np.float64, count=len(flat))
+    numbers = np.array(text.split(), dtype=np.float64)
+    pairs = np.array(lengths, dtype=np.int64)
+    sizes = 1 + 2 * pairs  # the total, then K (succ, count) pairs
+    starts = np.cumsum(sizes) - sizes
+    d = np.array(row_of, dtype=np.int64)
+    n_succ = pairs[d]
+    succ_row = np.repeat(np.arange(len(d), dtype=np.int64), n_succ)
+    # position of each successor of each user row in ``numbers``
+    nth = np.arange(len(succ_row), dtype=np.int64) - np.repeat(np.cumsum(n_succ) - n_succ,
+                                                               n_succ)
+    at = np.repeat(starts[d] + 1, n_succ) + 2 * nth
     return MarkovColumns(
         row_user=np.array(row_user, dtype=np.int64),
         row_rank=np.array(row_rank, dtype=np.int64),
-        row_item=np.fromiter(map(int, row_item), dtype=np.int64, count=len(row_item)),
-        row_total=np.fromiter(map(float, row_total), dtype=np.float64, count=len(row_total)),
-        succ_row=np.repeat(np.arange(len(lengths), dtype=np.int64), lengths),
-        succ_item=pairs[0::2].astype(np.int64),
-        succ_count=pairs[1::2])
+        row_item=np.array(items, dtype=np.int64)[d],
+        row_total=numbers[starts][d],
+        succ_row=succ_row,
+        succ_item=numbers[at].astype(np.int64),
+        succ_count=numbers[at + 1])
 
 
 def parse_snapshot(user_ids: Sequence[str], raw: Sequence[Any]) -> Snapshot:
     users = []
-    rows = []
-    for user_id, (seq, bought, rows_flat, emb, ver) in zip(user_ids, raw[3:], strict=True):
-        rows.append(rows_flat)
+    row_items = []
+    for user_id, (seq, bought, items, emb, ver) in zip(user_ids, raw[4:], strict=True):
+        row_items.append(items)
         users.append(UserState(
             user_id=user_id, sequence=decode_sequence(seq),
             bought=frozenset(int(b) for b in bought),
@@ -80,7 +89,7 @@ def parse_snapshot(user_ids: Sequence[str], raw: Sequence[Any]) -> Snapshot:
             vector_version=ver.decode() if ver else None))
     return Snapshot(n_items=int(raw[0]), popular=_pairs(raw[1]),
                     blocked=frozenset(int(b) for b in raw[2]), users=users,
-                    markov=_markov_columns(rows))
+                    markov=_markov_columns(row_items, raw[3]))
 
 
 class ServingStateReader:
