@@ -415,11 +415,11 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
                      "client_by_5s": by_window(timeline, 5.0),
                      "client_by_1s": by_window(timeline, 1.0),
                      "cpu_cores_by_5s": cpu_use.rows,
-                     # what the worker spends per event paced, against (c)'s backlog: at
-                     # half of (c), its load is half this ratio times (c)'s share of a core
+                     # what the worker spends per event paced, against (c)'s backlog
+                     # (cpu_s_per_1000 x 1000): at half of (c), its load is half this
+                     # ratio times (c)'s share of a core
                      "worker_cpu_us_per_event_by_5s": [
                          round(1e6 * row["worker"] / rate, 1) for row in cpu_use.rows],
-                     "worker_cpu_us_per_event_backlog": round(1e6 * cpu / counted, 1),
                      "ms_per_batch_by_5s": cpu_use.stage_rows,
                      "mean_ms_per_batch": stage_means_ms(after_text, before_text),
                      "freshness_histogram_s": quantiles(observed, (0.5, 0.99)),
@@ -471,7 +471,8 @@ def main() -> int:
     kafka, redis_port = free_port(), free_port()
     stack = Stack(run / "stack")
     stack.up(kafka_port=kafka, redis_port=redis_port)
-    info = Redis(port=redis_port).info()
+    with Redis(port=redis_port) as client:
+        info = client.info()
     redis_server = f"{info['redis_version']} ({info['mem_allocator']})"
     bootstrap = f"127.0.0.1:{kafka}"
     payloads = _events(args.events, args.users)

@@ -31,7 +31,7 @@ local out = {
   blocked,
 }
 local row_items, row_lengths, row_text, row_read = {}, {}, {}, {}
-out[4] = {row_items, row_lengths, ''}
+out[4] = {}  -- the rows, once all users are read
 for a = 6, #ARGV do
   local ukey = prefix .. 'u:' .. ARGV[a]
   local fields
@@ -63,5 +63,5 @@ for a = 6, #ARGV do
   end
   out[#out + 1] = {seq, bought, items, fields[2] or '', fields[3] or ''}
 end
-out[4][3] = table.concat(row_text, ' ')
+out[4] = {row_items, row_lengths, table.concat(row_text, ' ')}
 return out
