@@ -68,8 +68,9 @@ class _NoStore:
 
 
 async def _one_size(redis_port: int, redis_pid: int, size: int, warmup: int, events: int,
-                    hidden: int, with_model: bool) -> dict[str, Any]:
-    settings = Settings.model_validate({"redis": {"url": f"redis://127.0.0.1:{redis_port}/0"}})
+                    hidden: int, with_model: bool, normalisation: str) -> dict[str, Any]:
+    settings = Settings.model_validate({"redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
+                                        "serving": {"normalisation": normalisation}})
     keys = Keys(settings.redis.prefix)
     redis = Redis(port=redis_port)
     await redis.flushall()
@@ -144,6 +145,9 @@ def main() -> int:
     p.add_argument("--events", type=int, default=40_000, help="events timed per size")
     p.add_argument("--hidden", type=int, default=128, help="SASRec width (the default's)")
     p.add_argument("--markov-only", action="store_true", help="no SASRec model")
+    p.add_argument("--normalisation", choices=("max", "probability", "rank"), default="max",
+                   help="how serving normalises the sources (a trained model's fitted blend "
+                        "brings its own, chosen on its holdout)")
     p.add_argument("--out", default="out/batch_cost")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -162,7 +166,8 @@ def main() -> int:
                 time.sleep(0.05)
         for size in args.sizes:
             row = asyncio.run(_one_size(port, server.pid, size, args.warmup, args.events,
-                                        args.hidden, not args.markov_only))
+                                        args.hidden, not args.markov_only,
+                                        args.normalisation))
             steps = " ".join(f"{k} {v:.2f}" for k, v in row["ms_per_batch_by_step"].items())
             print(f"batch {size:5d}: {row['us_per_event']:6.1f} us/event, "
                   f"{row['ms_per_batch']:7.2f} ms/batch ({steps}), "
@@ -187,6 +192,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "batch_cost.json").write_text(json.dumps(
         {"warmup": args.warmup, "events": args.events, "hidden": args.hidden,
+         "normalisation": args.normalisation,
          "model": "markov" if args.markov_only else "sasrec", "sizes": rows, "fit": fit},
         indent=2))
     return 0

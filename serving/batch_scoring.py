@@ -140,8 +140,11 @@ def _sequence(inp: BatchInputs, span: int, how: str) -> _Source:
         part = rows[start:start + chunk]
         scores = matrix[start:start + chunk] @ items.T  # float32, as the model computes them
         if how == "probability":  # softmax normaliser over the whole catalogue
-            top = scores.max(axis=1, keepdims=True).astype(np.float64)
-            log_z = top[:, 0] + np.log(np.exp(scores - top).sum(axis=1))
+            # in the scores' float32, as serving.ranking computes it: every term is at most
+            # 1, and the float64 copy of the whole score matrix cost ~6x as much
+            top = scores.max(axis=1, keepdims=True)
+            log_z = top[:, 0].astype(np.float64) + np.log(
+                np.exp(scores - top).sum(axis=1).astype(np.float64))
         for r, u in enumerate(part.tolist()):
             banned = [i for i in inp.exclude[u] if i < len(items)]
             if banned:
