@@ -46,6 +46,7 @@ from serving.item_index import ItemIndex
 from serving.message import encode
 from serving.recommender import Recommender
 from serving.state_reader import ServingStateReader
+from streamrec.allocator import keep_freed_memory
 from streamrec.keys import Keys
 from streamrec.replay import event_payload
 from streamrec.settings import Settings
@@ -150,6 +151,7 @@ def main() -> int:
                         "brings its own, chosen on its holdout)")
     p.add_argument("--out", default="out/batch_cost")
     args = p.parse_args()
+    keep_freed_memory(Settings().worker.malloc_keep_mb)  # as the worker does
     torch.set_num_threads(1)
     port = free_port()
     server = subprocess.Popen([find_redis_server(), "--port", str(port), "--bind", "127.0.0.1",

@@ -133,6 +133,11 @@ class WorkerSettings(BaseModel):
         default="auto", description="matrix products of the user encoder (SASRec): bfloat16 "
                                     "halves their cost on CPUs with native bfloat16 (auto: "
                                     "those), with the same HR@10 / NDCG@10 on Games")
+    malloc_keep_mb: int = Field(
+        default=256, ge=0, le=2047,
+        description="free memory (MiB) the C allocator keeps mapped for the next batches "
+                    "instead of giving it back and faulting it in again (glibc; 0: its "
+                    "defaults)")
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="the worker's event loop (uvloop: less overhead per I/O)")
     lag_interval_s: float = Field(default=5.0, gt=0, description="consumer lag export period")

@@ -25,6 +25,7 @@ from serving.recommender import MARKOV_VERSION, Recommender
 from serving.state_reader import ServingStateReader
 from serving.web import install_views
 from streamrec import metrics
+from streamrec.allocator import keep_freed_memory
 from streamrec.clients import kafka_ssl_context, redis_client
 from streamrec.consumer import Batch, BatchConsumer, consume
 from streamrec.errors import StreamrecError
@@ -233,6 +234,7 @@ def run_worker(settings: Settings, role: str = "all", ready_file: Path | None = 
         import uvloop  # noqa: PLC0415
 
         uvloop.install()
+    keep_freed_memory(settings.worker.malloc_keep_mb)
     torch.set_num_threads(settings.worker.torch_threads)
     # numpy's OpenBLAS starts a thread per core whose idle threads spin after each of the
     # many small products of batch scoring, taking a core from Redis and the broker: the
