@@ -119,14 +119,14 @@ def test_bfloat16_user_vectors_point_where_float32_ones_do() -> None:
 
 
 def test_small_chunks_are_encoded_in_float32_whatever_the_precision() -> None:
-    """Autocast's fixed cost exceeds what bfloat16 saves on a few sequences."""
-    from recmodels.online import LOW_PRECISION_MIN_ROWS
+    """Autocast's fixed cost exceeds what bfloat16 saves on a few short sequences."""
+    from recmodels.online import LOW_PRECISION_MIN_POSITIONS
 
     torch.manual_seed(4)
     model = SASRec(50, SASRecConfig(hidden=16, max_len=8, n_blocks=1)).eval()
     vectors = model.item_emb.weight.detach()[1:].numpy().copy()
     few = [[1, 2, 3], [4, 5], [7]]
-    assert len(few) < LOW_PRECISION_MIN_ROWS
+    assert sum(map(len, few)) < LOW_PRECISION_MIN_POSITIONS
     exact = OnlineModel("v", model, vectors, 0, None).user_vectors(few)
     low = OnlineModel("v", model, vectors, 0, None,
                       encoder_dtype=torch.bfloat16).user_vectors(few)

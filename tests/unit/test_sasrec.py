@@ -19,7 +19,7 @@ from recmodels.checkpoint import Checkpoint, CheckpointError, warm_start
 from recmodels.evaluation import EvalConfig, Evaluator
 from recmodels.interface import Recommender, as_float_tensor, recommend
 from recmodels.losses import full_softmax_loss
-from recmodels.sasrec import SASRec, SASRecConfig, SASRecRecommender, pad_histories
+from recmodels.sasrec import SASRec, SASRecConfig, SASRecRecommender, pad_histories, shape_bucket
 from recmodels.split import ItemVocab, LeaveOneOutSplit, leave_one_out
 from recmodels.train_cli import evaluate_main, train_main
 from recmodels.training import refit, train, training_data
@@ -363,3 +363,28 @@ def test_last_position_encoding_equals_the_full_encoders_last_state(norm: str,
     assert last.shape == (4, 16)
     assert torch.allclose(last, full, atol=1e-5)
     assert not torch.allclose(last[0], last[3])  # the rows are really different users
+
+
+def test_bucketed_shapes_give_the_same_user_vectors() -> None:
+    """The worker rounds the encoder's shapes up (filler rows and positions, dropped after):
+    every user's vector is what the unrounded encoder gives, whatever the batch."""
+    torch.manual_seed(5)
+    model = SASRec(40, SASRecConfig(max_len=12, hidden=16, n_heads=2, dropout=0.0)).eval()
+    gen = torch.Generator().manual_seed(6)
+    for users in (1, 3, 17, 18, 40):
+        lengths = torch.randint(1, 13, (users,), generator=gen).tolist()
+        seqs = pad_histories([torch.randint(1, 41, (n,), generator=gen).tolist()
+                              for n in lengths], 12)
+        assert shape_bucket(users) >= users and shape_bucket(sum(lengths)) >= sum(lengths)
+        with torch.inference_mode():
+            plain = model.encode_last(seqs)
+            bucketed = model.encode_last(seqs, bucketed=True)
+        assert bucketed.shape == (users, 16)
+        assert torch.allclose(bucketed, plain, atol=1e-5)
+
+
+def test_shape_buckets_are_few_and_close_above_the_size() -> None:
+    sizes = range(1, 20_001)
+    buckets = {shape_bucket(n) for n in sizes}
+    assert len(buckets) <= 100  # every batch of up to 20,000 positions: few kernels
+    assert all(n <= shape_bucket(n) <= max(16, n * 1.125) for n in sizes)
