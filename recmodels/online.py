@@ -102,11 +102,9 @@ class OnlineModel:
         with torch.inference_mode():
             for start in range(0, len(present), USER_BATCH):
                 part = present[start:start + USER_BATCH]
-                max_len = self.model.config.max_len
-                seqs = pad_histories([rows[r] for r in part], max_len)
-                positions = sum(min(len(rows[r]), max_len) for r in part)
+                seqs = pad_histories([rows[r] for r in part], self.model.config.max_len)
                 low = (self.encoder_dtype != torch.float32
-                       and positions >= LOW_PRECISION_MIN_POSITIONS)
+                       and int(seqs.count_nonzero()) >= LOW_PRECISION_MIN_POSITIONS)
                 with torch.autocast("cpu", self.encoder_dtype, enabled=low):
                     out[part] = self.model.encode_last(seqs, bucketed=True).float().numpy()
         return out
