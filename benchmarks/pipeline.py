@@ -280,6 +280,7 @@ class BrokerFetchProbe:
         self._consumer.assign(self._tps)
         self._consumer.pause(*self._tps)
         self()  # the connection is made here, not in the first window
+        self.before_load = _probed(self).get("broker_fetch_ms")  # nothing else running
 
     def __call__(self) -> float | None:
         """Milliseconds from the fetch's start to every partition's last record; None
@@ -305,10 +306,14 @@ class BrokerFetchProbe:
         self._consumer.close()
 
 
-def _probed(probe: BrokerFetchProbe | None) -> dict[str, float]:
-    """``broker_fetch_ms`` of this window, when there is a probe and the broker answered."""
-    ms = probe() if probe is not None else None
-    return {"broker_fetch_ms": ms} if ms is not None else {}
+def _probed(probe: BrokerFetchProbe | None, times: int = 3) -> dict[str, float]:
+    """``broker_fetch_ms`` of this window: the median of ``times`` probes one after the
+    other (one is at the mercy of what else runs on the cores at that moment), when there
+    is a probe and the broker answered."""
+    if probe is None:
+        return {}
+    answered = [ms for ms in (probe() for _ in range(times)) if ms is not None]
+    return {"broker_fetch_ms": float(np.median(answered))} if answered else {}
 
 
 class CpuSampler:
@@ -330,6 +335,8 @@ class CpuSampler:
         self._scrape = scrape
         self._redis = redis
         self._make_probe = probe
+        self.broker_fetch_ms_before: float | None = None  # the probe's, before the load
+        self._probe: BrokerFetchProbe | None = None
         self._stop = threading.Event()
         self._begun = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -339,14 +346,7 @@ class CpuSampler:
         self._begun.set()
 
     def _run(self) -> None:
-        probe = self._make_probe() if self._make_probe is not None else None
-        try:
-            self._sample(probe)
-        finally:
-            if probe is not None:
-                probe.close()
-
-    def _sample(self, probe: BrokerFetchProbe | None) -> None:
+        probe = self._probe
         while not self._begun.wait(0.05):
             if self._stop.is_set():
                 return
@@ -374,12 +374,17 @@ class CpuSampler:
         return int(self._redis.info("stats")["total_forks"]) if self._redis is not None else 0
 
     def __enter__(self) -> CpuSampler:
+        # made here, before the load starts: its first figures are the broker's alone
+        self._probe = self._make_probe() if self._make_probe is not None else None
+        self.broker_fetch_ms_before = self._probe.before_load if self._probe else None
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        if self._probe is not None:
+            self._probe.close()
 
 
 def _pin(pid: int, cpus: set[int]) -> None:
@@ -488,6 +493,7 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
                      "worker_cpu_us_per_event_by_5s": [
                          round(1e6 * row["worker"] / rate, 1) for row in cpu_use.rows],
                      "ms_per_batch_by_5s": cpu_use.stage_rows,
+                     "broker_fetch_ms_before_load": cpu_use.broker_fetch_ms_before,
                      "mean_ms_per_batch": stage_means_ms(after_text, before_text),
                      "freshness_histogram_s": quantiles(observed, (0.5, 0.99)),
                      "freshness_client_s": {"p50": float(np.percentile(client, 50)),
