@@ -280,7 +280,6 @@ class BrokerFetchProbe:
         self._consumer.assign(self._tps)
         self._consumer.pause(*self._tps)
         self()  # the connection is made here, not in the first window
-        self.before_load = _probed(self).get("broker_fetch_ms")  # nothing else running
 
     def __call__(self) -> float | None:
         """Milliseconds from the fetch's start to every partition's last record; None
@@ -335,7 +334,6 @@ class CpuSampler:
         self._scrape = scrape
         self._redis = redis
         self._make_probe = probe
-        self.broker_fetch_ms_before: float | None = None  # the probe's, before the load
         self._probe: BrokerFetchProbe | None = None
         self._stop = threading.Event()
         self._begun = threading.Event()
@@ -346,7 +344,6 @@ class CpuSampler:
         self._begun.set()
 
     def _run(self) -> None:
-        probe = self._probe
         while not self._begun.wait(0.05):
             if self._stop.is_set():
                 return
@@ -362,7 +359,7 @@ class CpuSampler:
                               **{name: round((now[name] - last[name]) / self.window_s, 2)
                                  for name in now},
                               **({"redis_forks": forks - last_forks} if self._redis else {}),
-                              **_probed(probe)})
+                              **_probed(self._probe)})
             last, last_forks = now, forks
             if self._scrape is not None:
                 text = self._scrape()
@@ -374,9 +371,7 @@ class CpuSampler:
         return int(self._redis.info("stats")["total_forks"]) if self._redis is not None else 0
 
     def __enter__(self) -> CpuSampler:
-        # made here, before the load starts: its first figures are the broker's alone
         self._probe = self._make_probe() if self._make_probe is not None else None
-        self.broker_fetch_ms_before = self._probe.before_load if self._probe else None
         self._thread.start()
         return self
 
@@ -493,7 +488,6 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
                      "worker_cpu_us_per_event_by_5s": [
                          round(1e6 * row["worker"] / rate, 1) for row in cpu_use.rows],
                      "ms_per_batch_by_5s": cpu_use.stage_rows,
-                     "broker_fetch_ms_before_load": cpu_use.broker_fetch_ms_before,
                      "mean_ms_per_batch": stage_means_ms(after_text, before_text),
                      "freshness_histogram_s": quantiles(observed, (0.5, 0.99)),
                      "freshness_client_s": {"p50": float(np.percentile(client, 50)),
