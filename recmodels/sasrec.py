@@ -83,7 +83,10 @@ class SASRecConfig:
 
 
 def shape_bucket(n: int) -> int:
-    """``n`` rounded up to one of 8 sizes per doubling (at most 12.5% more; 16 at least).
+    """``n`` rounded up to one of 8 sizes per doubling above 16 (at most 12.5% more); up to
+    16, ``n`` itself: those are only 16 shapes, and rounding a small batch up to 16 rows
+    and positions cost it more than the kernels it saves (1 user of 4 items: 0.33 ms a
+    call rounded to 16, 0.23 ms as it is; 8 users of 37 items: 0.41 and 0.35 ms).
 
     The CPU's matrix-product library (oneDNN) builds and caches a kernel for each new
     shape. A worker's batches of users have a new number of positions nearly every time:
@@ -93,7 +96,7 @@ def shape_bucket(n: int) -> int:
     until oneDNN's cache (1,024 kernels by default) was full. Rounded, a few dozen shapes
     cover every batch."""
     if n <= 16:
-        return 16
+        return n
     step = 1 << (n.bit_length() - 4)
     return -(-n // step) * step
 

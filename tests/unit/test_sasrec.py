@@ -387,4 +387,5 @@ def test_shape_buckets_are_few_and_close_above_the_size() -> None:
     sizes = range(1, 20_001)
     buckets = {shape_bucket(n) for n in sizes}
     assert len(buckets) <= 100  # every batch of up to 20,000 positions: few kernels
-    assert all(n <= shape_bucket(n) <= max(16, n * 1.125) for n in sizes)
+    assert all(n <= shape_bucket(n) <= n * 1.125 for n in sizes)
+    assert [shape_bucket(n) for n in (1, 5, 16, 17, 19, 33)] == [1, 5, 16, 18, 20, 36]
