@@ -283,7 +283,8 @@ class BrokerFetchProbe:
 
     def __call__(self) -> float | None:
         """Milliseconds from the fetch's start to every partition's last record; None
-        when the broker did not answer (the run goes on without this window's figure)."""
+        when the broker did not answer or every partition is empty (the run goes on
+        without this window's figure)."""
         try:
             ends = self._consumer.end_offsets(self._tps)
             live = [tp for tp in self._tps if ends[tp] > 0]
@@ -299,7 +300,7 @@ class BrokerFetchProbe:
             return None
         finally:
             self._consumer.pause(*self._tps)
-        return round(1000 * elapsed, 2) if len(got) == len(live) else None
+        return round(1000 * elapsed, 2) if live and len(got) == len(live) else None
 
     def close(self) -> None:
         self._consumer.close()
