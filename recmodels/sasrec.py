@@ -104,18 +104,19 @@ def shape_bucket(n: int) -> int:
 class _Packed:
     """The real (non-padding) positions of a left-padded batch ``[B, T]``, row-major:
     ``unpad`` takes them out of a ``[B, T, ...]`` tensor, ``pad`` puts ``[N, ...]`` back
-    with zeros between; ``last`` indexes each row's last position (an item). With
-    ``rows_to``, ``unpad`` gives that many rows (at least N): copies of the first position
-    after the real ones, which the position-wise layers compute and ``pad`` drops."""
+    with zeros between; ``last`` indexes each row's last position (an item). ``bucketed``:
+    ``unpad`` gives :func:`shape_bucket` of N rows, copies of the first position after the
+    real ones, which the position-wise layers compute and ``pad`` drops."""
 
     def __init__(self, valid: torch.Tensor, allowed: torch.Tensor,
-                 rows_to: int | None = None) -> None:
+                 bucketed: bool = False) -> None:
         self.batch, self.width = valid.shape
         self.allowed = allowed
         self.flat = valid.reshape(-1).nonzero().squeeze(1)
         self.real = len(self.flat)
         self.gather = self.flat
-        if rows_to is not None and rows_to > self.real:
+        rows_to = shape_bucket(self.real) if bucketed else self.real
+        if rows_to > self.real:
             self.gather = torch.cat([self.flat, self.flat[:1].expand(rows_to - self.real)])
         self.last = valid.sum(dim=1).cumsum(dim=0) - 1
 
@@ -235,13 +236,13 @@ class SASRec(nn.Module):
         if self.training:
             raise RuntimeError("SASRec.encode_last is for inference: call model.eval() first")
         n = seqs.shape[0]
-        if bucketed and shape_bucket(n) > n:
-            filler = seqs.new_zeros(shape_bucket(n) - n, seqs.shape[1])
+        rows_to = shape_bucket(n) if bucketed else n
+        if rows_to > n:
+            filler = seqs.new_zeros(rows_to - n, seqs.shape[1])
             filler[:, -1] = 1  # one item each: a valid last position, the least extra work
             seqs = torch.cat([seqs, filler])
         x, valid, allowed = self._embed(seqs)
-        rows = _Packed(valid, allowed,
-                       shape_bucket(int(valid.sum())) if bucketed else None)
+        rows = _Packed(valid, allowed, bucketed)
         x = rows.unpad(x)
         blocks: list[_Block] = list(self.blocks)  # type: ignore[arg-type]
         for block in blocks[:-1]:
