@@ -528,6 +528,10 @@ def main() -> int:
     p.add_argument("--pin", action="store_true",
                    help="(c) and (d): the worker on a CPU of its own; the broker, Redis and "
                         "the load generator on the others")
+    p.add_argument("--redis-config", action="append", default=[], metavar="LINE",
+                   help="a redis.conf line after the stack's own, which it overrides "
+                        "(repeatable; e.g. 'auto-aof-rewrite-min-size 1gb': no AOF rewrite "
+                        "within a run)")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
                    help="event loop of all three paths (the worker's default is uvloop)")
     args = p.parse_args()
@@ -537,7 +541,7 @@ def main() -> int:
         uvloop.install()
     run = Path(tempfile.mkdtemp(prefix="streamrec-pipeline-"))
     kafka, redis_port = free_port(), free_port()
-    stack = Stack(run / "stack")
+    stack = Stack(run / "stack", redis_config=args.redis_config)
     stack.up(kafka_port=kafka, redis_port=redis_port)
     with Redis(port=redis_port) as client:
         info = client.info()
@@ -565,6 +569,7 @@ def main() -> int:
         "events": args.events, "loop": args.loop, "worker_pinned": args.pin,
         "machine": f"{os.cpu_count()} cores, embedded Tansu + Redis {redis_server}",
         "redis_server": redis_server,
+        "redis_config": args.redis_config,
         "events_per_s": rates,
         "ratio_full_to_raw": rates["streamrec_full_path"] / rates["raw_aiokafka"],
         "ratio_full_to_faust": rates["streamrec_full_path"] / rates["faust_consume_only"],

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,9 +151,16 @@ def _pid_alive(pid: int, binary_hint: str) -> bool:
 class Stack:
     """Start, inspect and stop the embedded broker and Redis under one run folder."""
 
-    def __init__(self, run_dir: Path = DEFAULT_DIR, redis_password: str | None = None) -> None:
+    def __init__(self, run_dir: Path = DEFAULT_DIR, redis_password: str | None = None,
+                 redis_config: Sequence[str] = ()) -> None:
+        """``redis_config``: lines added to the stack's redis.conf after its own, so that
+        one overrides a setting of the stack's (``auto-aof-rewrite-min-size 1gb``)."""
+        for line in redis_config:
+            if not line.strip() or "\n" in line or "\r" in line:
+                raise ValueError(f"redis_config: {line!r} is not one redis.conf line")
         self.run_dir = Path(run_dir)
         self.redis_password = redis_password
+        self.redis_config = list(redis_config)
 
     # -- files -------------------------------------------------------------
     def _pid_file(self, name: str) -> Path:
@@ -249,6 +256,7 @@ class Stack:
                  f"dir {self.run_dir.resolve()}", "daemonize no"]
         if self.redis_password:
             lines.append(f"requirepass {self.redis_password}")
+        lines.extend(self.redis_config)
         conf.touch(mode=0o600)
         conf.write_text("\n".join(lines) + "\n")
         return self._spawn("redis", [find_redis_server(), str(conf.resolve())])

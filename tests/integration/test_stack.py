@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
-from infra.stack import free_port
+from infra.stack import Stack, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +90,22 @@ def test_missing_broker_binary_gives_a_clear_error(tmp_path: Path) -> None:
     assert up.returncode == 2
     assert "no Tansu binary" in up.stderr
     assert "Traceback" not in up.stderr
+
+
+def test_redis_config_lines_override_the_stacks_own(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, redis_config=["auto-aof-rewrite-min-size 1gb"])
+    redis_port = free_port()
+    try:
+        stack.up(kafka_port=free_port(), redis_port=redis_port)
+        with Redis(port=redis_port) as client:
+            assert client.config_get("auto-aof-rewrite-min-size") == {
+                "auto-aof-rewrite-min-size": str(1 << 30)}
+            assert client.config_get("appendonly") == {"appendonly": "yes"}  # the stack's own
+    finally:
+        stack.down()
+
+
+@pytest.mark.parametrize("line", ["", "  ", "appendonly yes\nsave 60 1"])
+def test_a_redis_config_that_is_not_one_line_is_refused(tmp_path: Path, line: str) -> None:
+    with pytest.raises(ValueError, match=r"redis_config: .* is not one redis\.conf line"):
+        Stack(tmp_path, redis_config=[line])
