@@ -93,11 +93,13 @@ def test_missing_broker_binary_gives_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_redis_config_lines_override_the_stacks_own(tmp_path: Path) -> None:
-    stack = Stack(tmp_path, redis_config=["auto-aof-rewrite-min-size 1gb"])
+    stack = Stack(tmp_path, redis_config=["appendfsync always",  # the stack's: everysec
+                                          "auto-aof-rewrite-min-size 1gb"])
     redis_port = free_port()
     try:
         stack.up(kafka_port=free_port(), redis_port=redis_port)
         with Redis(port=redis_port) as client:
+            assert client.config_get("appendfsync") == {"appendfsync": "always"}
             assert client.config_get("auto-aof-rewrite-min-size") == {
                 "auto-aof-rewrite-min-size": str(1 << 30)}
             assert client.config_get("appendonly") == {"appendonly": "yes"}  # the stack's own
