@@ -25,6 +25,7 @@ from recmodels.datasets import Interaction, synthetic_stream
 from streamrec.keys import Keys
 from streamrec.replay import event_payload
 from streamrec.settings import Settings
+from streamrec.topics import input_topics
 
 Buckets = list[tuple[float, float]]  # (upper bound, cumulative count), ascending
 
@@ -212,8 +213,7 @@ async def _offer(settings: Settings, events: list[Interaction], rate: float,
 
 def _offer_blocking(settings: Settings, events: list[Interaction], rate: float,
                     linger_ms: int, on_start: Callable[[], None] | None) -> dict[str, float]:
-    topics = {"view": settings.topics.view, "click": settings.topics.click,
-              "purchase": settings.topics.purchase}
+    topics = input_topics(settings)
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap,
                          "linger.ms": linger_ms, "acks": "all", "enable.idempotence": False})
     errors: list[str] = []

@@ -77,6 +77,7 @@ from recmodels.datasets import synthetic_stream
 from streamrec.keys import Keys
 from streamrec.replay import event_payload
 from streamrec.settings import Settings, settings_env
+from streamrec.topics import input_topics
 
 CHILD_FAUST = "faust-consume"
 ITEMS = 5_000  # catalogue of every phase
@@ -463,14 +464,14 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
             rate = paced_rate or n / seconds * paced_fraction
             before_text = _metrics(http)
             before = histogram_buckets(before_text, FRESHNESS)
-            topics = Settings.model_validate(values).topics
-            inputs = [topics.view, topics.click, topics.purchase]
+            settings = Settings.model_validate(values)
+            inputs = list(input_topics(settings).values())
             timeline: list[tuple[float, float]] = []
             with CpuSampler({"broker": broker_pid, "redis": redis_pid, "worker": worker.pid,
                              "load_generator": os.getpid()}, 5.0,
                             scrape=lambda: _metrics(http), redis=redis,
                             probe=lambda: BrokerFetchProbe(bootstrap, inputs)) as cpu_use:
-                client = asyncio.run(offer_load(Settings.model_validate(values), rate,
+                client = asyncio.run(offer_load(settings, rate,
                                                 paced_seconds, seed=99, n_users=users,
                                                 n_items=ITEMS, timeline=timeline,
                                                 on_start=cpu_use.begin,

@@ -21,6 +21,7 @@ from recmodels.datasets import (
 from streamrec.clients import aiokafka_options
 from streamrec.errors import DataError
 from streamrec.settings import Settings
+from streamrec.topics import input_topics
 
 
 def load_stream(file: str, fmt: str, limit: int | None) -> tuple[list[Interaction], int]:
@@ -46,8 +47,7 @@ class EventPublisher:
     """One producer for many sends: events go to their typed topic, keyed by user."""
 
     def __init__(self, settings: Settings, linger_ms: int = 5) -> None:
-        self._topics = {"view": settings.topics.view, "click": settings.topics.click,
-                        "purchase": settings.topics.purchase}
+        self._topics = input_topics(settings)
         self._producer = AIOKafkaProducer(**aiokafka_options(settings.kafka),
                                           linger_ms=linger_ms, max_batch_size=256 * 1024)
 

@@ -14,6 +14,12 @@ from streamrec.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def input_topics(settings: Settings) -> dict[str, str]:
+    """Event type -> the input topic that carries it."""
+    t = settings.topics
+    return {"view": t.view, "click": t.click, "purchase": t.purchase}
+
+
 def topic_names(settings: Settings) -> list[str]:
     t = settings.topics
     return [t.view, t.click, t.purchase, t.dlq, t.user_updates, t.recommendations,

@@ -33,7 +33,7 @@ from streamrec.keys import Keys
 from streamrec.outbox import Outbox
 from streamrec.retry import probe_redis, redis_call
 from streamrec.settings import Settings
-from streamrec.topics import ensure_topics
+from streamrec.topics import ensure_topics, input_topics
 from streamrec.watermarks import reset_watermarks
 from streams.agents import EventPath, ReadAhead, process_events, publish_updates
 from streams.state import ApplyConfig, RedisStateStore
@@ -141,11 +141,11 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
     work: Callable[[AsyncIterator[Batch]], Awaitable[None]]
     if role in ("all", "stream"):
         consumer = BatchConsumer(settings, app_id_for(settings, role),
-                                 [t.view, t.click, t.purchase], st.batch_size, ready)
+                                 list(input_topics(settings).values()), st.batch_size, ready)
         announce = serve_inline(recommender, t.recommendations) \
             if recommender is not None else publish_updates(t.user_updates)
         path = EventPath(
-            type_by_topic={t.view: "view", t.click: "click", t.purchase: "purchase"},
+            type_by_topic={topic: kind for kind, topic in input_topics(settings).items()},
             store=RedisStateStore(redis, ApplyConfig.from_settings(keys.prefix, w.app_id, st)),
             outbox=outbox, dlq_topic=t.dlq, announce=announce,
             vectors=UserVectorWriter(redis, keys, models),
