@@ -1,101 +1,166 @@
-"""The embedded broker's own latency floor: events offered at --rate to the three input
-topics, read by a plain aiokafka consumer that does nothing else (fetching like the worker:
-pausing between batches), on a fresh broker. Per 5 s window, p50 / p99 from the send to the
-batch's arrival, and the broker's CPU; one line per (partitions, linger) configuration.
+"""The embedded broker's own latency floor, and what a worker may spend per event on top
+of it: events offered at --rate to the three input topics by the pipeline's load generator
+(librdkafka, load.py), read by a plain aiokafka consumer in a process of its own that
+fetches like the worker (pausing between batches) and, per batch, burns the CPU a worker
+would: ``work_us`` per event plus --batch-work-ms (0 and 0: it does nothing else). On a
+fresh broker per configuration. Per 5 s window, p50 / p99 from the send (the record's
+timestamp) to the end of the batch's work, and the CPU of the broker and of the consumer.
 
-It shows what the broker alone adds to freshness, and how its fetch time grows during a
-run: Tansu (memory storage) lists every record batch stored in a partition at each fetch,
-and a producer stores a batch per partition per linger (or per event, with no linger).
+It shows what the broker alone adds to freshness, how its fetch time grows during a run
+(Tansu, memory storage, lists every record batch stored in a partition at each fetch, and
+a producer stores a batch per partition per linger, or per event with no linger), and how
+much CPU per event a worker can spend before the two together pass a freshness target: a
+worker's cycle is its fetch plus its work, and the work of the events that came during the
+cycle, so each microsecond per event weighs more as the rate approaches 1 / work_us.
 
-    python benchmarks/broker_floor.py --rate 8000 --seconds 30 --configs 1:5 16:5 16:0
+    python benchmarks/broker_floor.py --rate 10000 --seconds 30 --configs 1:5 1:5:45 1:5:60
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from load import cpu_seconds  # benchmarks/load.py
+from load import _offer, cpu_seconds  # benchmarks/load.py
 
 from infra.stack import Stack, free_port
 from recmodels.datasets import synthetic_stream
-from streamrec.settings import TopicSettings
+from streamrec.settings import Settings
+from streamrec.topics import input_topics
 
 WINDOW_S = 5.0
+MAX_RECORDS = 2000  # per batch, as the worker's default state.batch_size
 
 
-async def _offer_and_read(bootstrap: str, rate: float, seconds: float, partitions: int,
-                          linger_ms: int, broker_pid: int) -> dict[str, Any]:
-    t = TopicSettings()
-    topics = {"view": t.view, "click": t.click, "purchase": t.purchase}
+@dataclasses.dataclass(frozen=True)
+class Config:
+    partitions: int
+    linger_ms: int
+    work_us: float  # CPU a simulated worker spends per event
+
+    @classmethod
+    def parse(cls, text: str) -> Config:
+        """``partitions:linger_ms[:work_us]``."""
+        parts = text.split(":")
+        if len(parts) not in (2, 3):
+            raise ValueError(f"--configs: {text!r} is not partitions:linger_ms[:work_us]")
+        try:
+            return cls(int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else 0.0)
+        except ValueError:
+            raise ValueError(f"--configs: {text!r} is not partitions:linger_ms[:work_us] "
+                             "(numbers)") from None
+
+
+def _burn(seconds: float) -> None:
+    """Spend ``seconds`` of CPU on this thread, as a worker's own work would."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _read_child(bootstrap: str, topics: list[str], work_us: float, batch_ms: float,
+                out: str, ready: EventType, stop: EventType) -> None:
+    """The simulated worker (a process of its own): (record timestamp, latency) of every
+    record to ``out`` (.npy) when ``stop`` is set."""
+    arrivals: list[tuple[float, float]] = []
+
+    async def run() -> None:
+        consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id="floor",
+                                    auto_offset_reset="earliest", enable_auto_commit=False,
+                                    fetch_max_wait_ms=20)
+        await consumer.start()
+        try:
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=100)
+            ready.set()
+            while not stop.is_set():
+                if consumer.paused():
+                    consumer.resume(*consumer.paused())
+                fetched = await consumer.getmany(timeout_ms=200, max_records=MAX_RECORDS)
+                n = sum(len(records) for records in fetched.values())
+                if not n:
+                    continue
+                if n < MAX_RECORDS:
+                    consumer.pause(*consumer.assignment())
+                _burn(batch_ms / 1000 + work_us * n / 1e6)
+                now = time.time()
+                for records in fetched.values():
+                    arrivals.extend((r.timestamp / 1000, now - r.timestamp / 1000)
+                                    for r in records)
+        finally:
+            await consumer.stop()
+
+    asyncio.run(run())
+    np.save(out, np.array(arrivals, dtype=np.float64).reshape(-1, 2))
+
+
+async def _create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1) for name in topics.values()])
+        await admin.create_topics([NewTopic(name, partitions, 1) for name in topics])
     finally:
         await admin.close()
-    events = list(synthetic_stream(int(rate * seconds), n_users=20_000, n_items=5_000,
-                                   seed=99))
-    payload = b"x" * 150  # about the size of an event
-    consumer = AIOKafkaConsumer(*topics.values(), bootstrap_servers=bootstrap, group_id="floor",
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                fetch_max_wait_ms=20)
-    await consumer.start()
-    while not consumer.assignment():
-        await consumer.getmany(timeout_ms=100)
-    arrivals: list[tuple[float, float]] = []  # (send time, latency)
-    done = asyncio.Event()
 
-    async def read() -> None:
-        while not done.is_set():
-            if consumer.paused():
-                consumer.resume(*consumer.paused())
-            fetched = await consumer.getmany(timeout_ms=200, max_records=2000)
-            now = time.time()
-            n = 0
-            for records in fetched.values():
-                for r in records:
-                    arrivals.append((r.timestamp / 1000, now - r.timestamp / 1000))
-                n += len(records)
-            if 0 < n < 2000:
-                consumer.pause(*consumer.assignment())
 
-    reader = asyncio.create_task(read())
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms,
-                                max_batch_size=256 * 1024)
-    await producer.start()
-    cpu0, start, wall0 = cpu_seconds(broker_pid), time.perf_counter(), time.time()
-    for i, e in enumerate(events):
-        await producer.send(topics[e.type], payload, key=e.user_id.encode())
-        ahead = (i + 1) / rate - (time.perf_counter() - start)
-        if ahead > 0.001:
-            await asyncio.sleep(ahead)
-    await producer.flush()
-    await asyncio.sleep(2.0)
-    done.set()
-    await reader
-    broker_cpu = cpu_seconds(broker_pid) - cpu0
-    await producer.stop()
-    await consumer.stop()
-    sent = np.array([a for a, _ in arrivals]) - wall0
-    latency = np.array([b for _, b in arrivals])
+def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
+                   batch_ms: float, broker_pid: int, run_dir: Path) -> dict[str, Any]:
+    settings = Settings.model_validate({"kafka": {"bootstrap": bootstrap,
+                                                  "partitions": config.partitions}})
+    topics = list(input_topics(settings).values())
+    asyncio.run(_create_topics(bootstrap, topics, config.partitions))
+    events = [dataclasses.replace(e, ts=0) for e in synthetic_stream(
+        int(rate * seconds), n_users=20_000, n_items=5_000, seed=99)]
+    spawn = multiprocessing.get_context("spawn")
+    ready, stop = spawn.Event(), spawn.Event()
+    out = run_dir / "arrivals.npy"
+    child = spawn.Process(target=_read_child, args=(bootstrap, topics, config.work_us,
+                                                    batch_ms, str(out), ready, stop))
+    child.start()
+    try:
+        if not ready.wait(120):
+            raise RuntimeError("broker_floor: the consumer did not join its group in 120 s")
+        assert child.pid is not None
+        broker0, reader0 = cpu_seconds(broker_pid), cpu_seconds(child.pid)
+        wall0 = time.time()
+        asyncio.run(_offer(settings, events, rate, config.linger_ms))
+        offered_s = time.time() - wall0
+        broker_cpu = cpu_seconds(broker_pid) - broker0
+        reader_cpu = cpu_seconds(child.pid) - reader0
+        time.sleep(3.0)  # the last batches (a consumer behind is still reading)
+    finally:
+        stop.set()
+        child.join(60)
+        if child.is_alive():
+            child.kill()
+    arrivals = np.load(out)
+    if len(arrivals) < len(events):
+        raise RuntimeError(f"broker_floor: {len(arrivals)} of {len(events)} records read "
+                           "(the consumer fell behind by more than 3 s)")
+    sent, latency = arrivals[:, 0] - wall0, arrivals[:, 1]
     windows = []
     for w in np.arange(0, seconds, WINDOW_S):
         sel = latency[(sent >= w) & (sent < w + WINDOW_S)]
         if len(sel):
             windows.append({"from_s": float(w), "p50_ms": float(1000 * np.percentile(sel, 50)),
                             "p99_ms": float(1000 * np.percentile(sel, 99))})
-    return {"partitions": partitions, "linger_ms": linger_ms, "received": len(arrivals),
-            "offered": len(events), "broker_cpu_cores": broker_cpu / seconds,
+    return {"partitions": config.partitions, "linger_ms": config.linger_ms,
+            "work_us_per_event": config.work_us, "work_ms_per_batch": batch_ms,
+            "received": len(arrivals), "offered": len(events),
+            "broker_cpu_cores": broker_cpu / offered_s,
+            "consumer_cpu_cores": reader_cpu / offered_s,
             "p50_ms": float(1000 * np.percentile(latency, 50)),
             "p99_ms": float(1000 * np.percentile(latency, 99)), "by_5s": windows}
 
@@ -105,29 +170,40 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=8000.0)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--configs", nargs="+", default=["1:5", "16:5", "16:0"],
-                   help="partitions:linger_ms pairs, each on a fresh broker")
+                   help="partitions:linger_ms[:work_us] (the simulated worker's CPU per "
+                        "event, default 0), each on a fresh broker")
+    p.add_argument("--batch-work-ms", type=float, default=0.0,
+                   help="the simulated worker's CPU per batch besides its work per event")
     p.add_argument("--out", default="out/broker_floor")
     args = p.parse_args()
+    try:
+        configs = [Config.parse(text) for text in args.configs]
+    except ValueError as exc:
+        p.error(str(exc))
     rows = []
-    for config in args.configs:
-        partitions, linger = (int(x) for x in config.split(":"))
-        stack = Stack(Path(tempfile.mkdtemp(prefix="streamrec-floor-")))
+    for config in configs:
+        run_dir = Path(tempfile.mkdtemp(prefix="streamrec-floor-"))
+        stack = Stack(run_dir)
         stack.up(kafka_port=free_port(), redis_port=free_port())
         try:
             kafka = stack.service("kafka")
             assert kafka.pid is not None
-            row = asyncio.run(_offer_and_read(f"127.0.0.1:{kafka.port}", args.rate,
-                                              args.seconds, partitions, linger, kafka.pid))
+            row = offer_and_read(f"127.0.0.1:{kafka.port}", args.rate, args.seconds, config,
+                                 args.batch_work_ms, kafka.pid, run_dir)
         finally:
             stack.down()
         rows.append(row)
-        print(f"{partitions:3d} partitions, linger {linger:2d} ms: p50 {row['p50_ms']:.1f} ms, "
-              f"p99 {row['p99_ms']:.1f} ms, broker {row['broker_cpu_cores']:.2f} cores; p99 "
-              "by 5 s: " + " ".join(f"{w['p99_ms']:.0f}" for w in row["by_5s"]), flush=True)
+        print(f"{config.partitions:3d} partitions, linger {config.linger_ms:2d} ms, work "
+              f"{config.work_us:4.0f} us/event + {args.batch_work_ms:.1f} ms/batch: "
+              f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, broker "
+              f"{row['broker_cpu_cores']:.2f} cores, consumer {row['consumer_cpu_cores']:.2f}; "
+              "p99 by 5 s: " + " ".join(f"{w['p99_ms']:.0f}" for w in row["by_5s"]),
+              flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "broker_floor.json").write_text(json.dumps(
-        {"rate": args.rate, "seconds": args.seconds, "runs": rows}, indent=2))
+        {"rate": args.rate, "seconds": args.seconds, "batch_work_ms": args.batch_work_ms,
+         "runs": rows}, indent=2))
     return 0
 
 
