@@ -39,8 +39,9 @@ ops-check: $(STAMP) ## Prometheus/Grafana/compose checks (promtool, schema, live
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 
-typecheck: $(STAMP) ## mypy --strict on the packages
+typecheck: $(STAMP) ## mypy --strict on the packages and the benchmarks
 	$(VENV)/bin/mypy
+	MYPYPATH=benchmarks $(VENV)/bin/mypy --strict benchmarks/*.py
 
 stack-up: $(STAMP) ## start the embedded broker (9092) and Redis (6379) in .run/stack
 	$(VENV)/bin/streamrec stack up

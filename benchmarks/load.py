@@ -174,7 +174,7 @@ async def _settled_ends(reader: AIOKafkaConsumer, tps: list[TopicPartition],
     publishing: its late lists count too), or after ``limit_s``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_s
-    ends = await reader.end_offsets(tps)
+    ends: dict[TopicPartition, int] = await reader.end_offsets(tps)
     quiet_since = loop.time()
     while loop.time() - quiet_since < quiet_s and loop.time() < deadline:
         await asyncio.sleep(0.5)

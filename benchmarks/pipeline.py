@@ -187,7 +187,7 @@ def faust_consume(bootstrap: str, topic: str, n: int, run: Path, loop: str) -> f
 
 
 def _redis_calls(redis: Redis) -> int:
-    stats: dict[str, Any] = redis.info("commandstats")  # type: ignore[assignment]
+    stats: dict[str, Any] = redis.info("commandstats")
     return sum(int(v["calls"]) for v in stats.values())
 
 
@@ -217,7 +217,8 @@ async def _published_lists(bootstrap: str, topic: str) -> list[tuple[float, dict
 def _check_outcome(payloads: list[bytes], lists: list[tuple[float, dict[str, Any]]],
                    redis: Redis, before: int) -> dict[str, int]:
     """Every event applied exactly once; every user's last event triggered a list."""
-    stats = {k.decode(): int(v) for k, v in redis.hgetall(Keys().stats).items()}
+    stats = {k.decode() if isinstance(k, bytes) else k: int(v)
+             for k, v in redis.hgetall(Keys().stats).items()}
     last_event: dict[str, str] = {}
     for raw in payloads:
         body = orjson.loads(raw)
@@ -250,7 +251,8 @@ FRESHNESS = "streamrec_event_to_recommendation_seconds"
 
 
 def _metrics(http: int) -> str:
-    return urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5).read().decode()
+    page: bytes = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5).read()
+    return page.decode()
 
 
 def _first_progress(redis: Redis, base: int,

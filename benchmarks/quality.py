@@ -53,7 +53,7 @@ def main() -> int:
     seconds = {}
     for name in ("popularity", "markov"):
         started = time.monotonic()
-        rows[name] = evaluate_recommender(evaluator, baseline=name)  # type: ignore[arg-type]
+        rows[name] = evaluate_recommender(evaluator, baseline=name)
         seconds[name] = time.monotonic() - started
     if not args.skip_sasrec:
         started = time.monotonic()

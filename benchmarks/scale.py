@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -153,21 +154,20 @@ def latency_case(kind: str, items: np.ndarray, users: np.ndarray, calibration: n
     exact_top100: list[list[int]] = []
     for user, exclude in zip(users, excludes, strict=True):
         # the exact path as serving calls it: top k with the exclusions masked, and log Z
-        seconds, cpu, exact = timed(lambda u=user, e=exclude: sequence_candidates(
-            u, items, K, set(e)))
+        seconds, cpu, exact = timed(partial(sequence_candidates, user, items, K, set(exclude)))
         timings["exact"].append(seconds)
         cpu_times["exact"].append(cpu)
         scores = exact.scores
         exact_top100.append(sorted(scores, key=lambda i: (-scores[i], i)))
         for name, variant in variants.items():
-            seconds, cpu, hits = timed(lambda v=variant, u=user, e=exclude: v.search(u, K, e))
+            seconds, cpu, hits = timed(partial(variant.search, user, K, exclude))
             timings[name].append(seconds)
             cpu_times[name].append(cpu)
             found[name].append(hits.items.tolist())
             log_z_error[name].append(abs(hits.log_z - exact.log_z))
-    for name, seconds in timings.items():
-        cell: dict[str, Any] = {"p50_ms": pct(seconds, 50), "p99_ms": pct(seconds, 99),
-                                "mean_ms": float(np.mean(seconds) * 1000),
+    for name, wall in timings.items():
+        cell: dict[str, Any] = {"p50_ms": pct(wall, 50), "p99_ms": pct(wall, 99),
+                                "mean_ms": float(np.mean(wall) * 1000),
                                 "cpu_p50_ms": pct(cpu_times[name], 50),
                                 "cpu_p99_ms": pct(cpu_times[name], 99)}
         if name != "exact":
@@ -215,7 +215,7 @@ def run_latency(sizes: Sequence[int], queries: int, seed: int,
                 checkpoint: str | None) -> list[dict[str, Any]]:
     cases: list[tuple[str, Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
                       IndexConfig | None]] = [
-        (kind, lambda k=kind, n=n: catalogue(k, n, seed), None)
+        (kind, partial(catalogue, kind, n, seed), None)
         for kind in ("mixture", "gaussian") for n in sizes]
     if checkpoint:  # real SASRec embeddings: a small catalogue, so force the IVF path
         cases.append(("games-sasrec", lambda: games_embeddings(checkpoint, seed),
@@ -362,10 +362,15 @@ async def write_vectors_and_served(url: str, sequences: dict[str, bytes], n_item
                 {u: rng.integers(0, n_items, top_n).tolist() for u in users[start:start + 2000]},
                 7 * 86400)
         after_served = await async_key_memory(redis)
-        packed = await redis.hget(keys.user(users[0]), "emb") or b""
+        packed = _as_bytes(await redis.hget(keys.user(users[0]), "emb") or b"")
     finally:
         await redis.aclose()
     return after_vectors, after_served, packed
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    """A reply of a client without ``decode_responses`` (typed as either)."""
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def what_if(r: Redis, user_keys: Sequence[bytes], sample: int = 1000) -> dict[str, float]:
@@ -377,8 +382,8 @@ def what_if(r: Redis, user_keys: Sequence[bytes], sample: int = 1000) -> dict[st
     served = [b"sr:served:" + key[len(b"sr:u:"):] for key in user_keys[:sample]]
     lists = r.mget(served)
     for key, listed in zip(user_keys[:sample], lists, strict=True):
-        fields = r.hgetall(key)
-        half = np.frombuffer(fields[b"emb"], dtype="<f4").astype("<f2").tobytes()
+        fields: dict[Any, Any] = r.hgetall(key)
+        half = np.frombuffer(_as_bytes(fields[b"emb"]), dtype="<f4").astype("<f2").tobytes()
         copy_key = b"sr:w:" + key[len(b"sr:u:"):]
         for name, mapping in (("as_is", fields),
                               ("emb_float16", {**fields, b"emb": half}),
@@ -404,7 +409,7 @@ def settled_memory(r: Redis, timeout_s: float = 30.0) -> float:
     resizes and rehashes them a little at a time)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        stats = r.execute_command("DEBUG", "HTSTATS", 0)
+        stats = r.execute_command("DEBUG", "HTSTATS", 0)  # type: ignore[no-untyped-call]
         if tables_settled(stats.decode() if isinstance(stats, bytes) else str(stats)):
             break
         time.sleep(0.1)

@@ -48,13 +48,14 @@ FRESHNESS = "streamrec_event_to_recommendation_seconds"
 def _settled_metrics(http: int) -> str:
     """/metrics once the warm-up's lists are all published (the freshness count stops
     moving), so that none of them counts in the run."""
-    last = ""
+    last: list[str] = []
     for _ in range(120):
-        text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics").read().decode()
+        page: bytes = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics").read()
+        text = page.decode()
         count = [line for line in text.splitlines() if line.startswith(FRESHNESS + "_count")]
         if count and count == last:
             return text
-        last = count  # type: ignore[assignment]
+        last = count
         time.sleep(1.0)
     raise RuntimeError("the warm-up's lists are still being published after 120 s")
 
