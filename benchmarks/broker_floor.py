@@ -130,8 +130,11 @@ def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
                                                     batch_ms, str(out), ready, stop))
     child.start()
     try:
-        if not ready.wait(120):
-            raise RuntimeError("broker_floor: the consumer did not join its group in 120 s")
+        deadline = time.monotonic() + 120
+        while not ready.wait(0.2):
+            if not child.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("broker_floor: the consumer did not join its group "
+                                   f"(exit code {child.exitcode})")
         assert child.pid is not None
         broker0, reader0 = cpu_seconds(broker_pid), cpu_seconds(child.pid)
         wall0 = time.time()
@@ -145,6 +148,8 @@ def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
         child.join(60)
         if child.is_alive():
             child.kill()
+    if child.exitcode != 0 or not out.exists():
+        raise RuntimeError(f"broker_floor: the consumer failed (exit code {child.exitcode})")
     arrivals = np.load(out)
     if len(arrivals) < len(events):
         raise RuntimeError(f"broker_floor: {len(arrivals)} of {len(events)} records read "
