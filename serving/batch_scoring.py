@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from serving.item_index import ItemIndex
 from serving.ranking import BlendWeights, Reason, Scored, fill_popular
@@ -138,7 +139,7 @@ def _sequence(inp: BatchInputs, span: int, how: str) -> _Source:
     chunk = max(1, 4_000_000 // len(items))  # bounded memory for big catalogues
     for start in range(0, len(rows), chunk):
         part = rows[start:start + chunk]
-        scores = matrix[start:start + chunk] @ items.T  # float32, as the model computes them
+        scores = _dot_items(matrix[start:start + chunk], items)  # float32, as the model
         if how == "probability":  # softmax normaliser over the whole catalogue
             # in the scores' float32, as serving.ranking computes it: every term is at most
             # 1, and the float64 copy of the whole score matrix cost ~6x as much
@@ -163,6 +164,16 @@ def _sequence(inp: BatchInputs, span: int, how: str) -> _Source:
         raw.append(picked[ok])
         normalised.append(norm[ok])
     return _sequence_source(keys, raw, normalised, span, how)
+
+
+def _dot_items(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``users @ items.T``, by torch's matrix product: numpy's (OpenBLAS, here) costs about
+    150 µs more per call with the catalogue transposed, which is most of it for the small
+    batches of a paced worker. 5,000 x 64 float32 items, one thread: 172 -> 56 µs for 3
+    users, 231 -> 102 µs for 21, 412 -> 249 µs for 63."""
+    if not (users.flags.writeable and items.flags.writeable):  # torch shares writable only
+        return users @ items.T
+    return (torch.from_numpy(users) @ torch.from_numpy(items).T).numpy()
 
 
 def _sequence_source(keys: list[np.ndarray], raw: list[np.ndarray],

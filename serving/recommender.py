@@ -140,8 +140,11 @@ class Recommender:
         if diversify and model is not None:
             lists = [mmr(pool, model.item_vectors, cfg.diversity_lambda, size) for pool in lists]
         ranked = [(user.user_id, items) for user, items in zip(snap.users, lists, strict=True)]
-        highest = max((max(s.item, *(r.after or 0 for r in s.reasons))
-                       for _, items in ranked for s in items), default=-1)
+        # Every index in the lists (items, and the items their Markov reasons follow) is
+        # below the item count read with the state, or the model's (its vocabulary is a
+        # prefix of the append-only id list): the ids up to there, without going through
+        # every item and reason of the batch (0.2 ms per 20 users).
+        highest = max(snap.n_items, model.n_items if model is not None else 0) - 1
         ids = await self._catalog.ensure(highest)
         now = self._clock_ms()
         version = model.version if model is not None else MARKOV_VERSION
