@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -130,4 +131,29 @@ def test_an_approximate_index_that_scans_everything_gives_the_exact_lists() -> N
                                       index if with_index else None), w, ALPHA, DECAY, 10)
 
     for got, expected in zip(lists(True), lists(False), strict=True):
+        _assert_same(got, expected)
+
+
+def test_a_read_only_catalogue_gives_the_same_lists_without_warnings() -> None:
+    """Item vectors in read-only memory (``np.frombuffer`` over a Redis reply) are scored by
+    numpy's product, writable ones by torch's: the same lists, and no warning."""
+    rng = random.Random(4)
+    n_users, n_items, dim = 20, 300, 8
+    rows_of, exclude, history = _random_batch(rng, n_users, n_items)
+    gen = np.random.default_rng(4)
+    writable = gen.normal(size=(n_items, dim)).astype(np.float32)
+    read_only = np.frombuffer(writable.tobytes(), dtype=np.float32).reshape(n_items, dim)
+    assert not read_only.flags.writeable
+    user_vectors = [gen.normal(size=dim).astype(np.float32) for _ in range(n_users)]
+    popular = [(i, float(n_items - i)) for i in range(30)]
+
+    def lists(item_vectors: np.ndarray) -> list[list[Scored]]:
+        return rank_batch(BatchInputs(n_users, n_items, _columns(rows_of), exclude, history,
+                                      [], popular, user_vectors, item_vectors, 7),
+                          BlendWeights(1.0, 1.0, 0.0), ALPHA, DECAY, 10)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_read_only = lists(read_only)
+    for got, expected in zip(from_read_only, lists(writable), strict=True):
         _assert_same(got, expected)
