@@ -14,8 +14,12 @@ class ItemCatalog:
         self.ids: list[str] = []
 
     async def ensure(self, highest_index: int) -> list[str]:
-        """The id list, fetched from Redis only for indexes not seen before."""
+        """The id list, fetched from Redis only for indexes not seen before. Calls that
+        overlap (the event path and HTTP pulls share the catalogue) each add only what
+        the list does not hold yet when their reply comes."""
         if highest_index >= len(self.ids):
-            fresh = await self._redis.lrange(self._keys.item_ids, len(self.ids), -1)
-            self.ids.extend(x.decode() if isinstance(x, bytes) else str(x) for x in fresh)
+            start = len(self.ids)
+            fresh = await self._redis.lrange(self._keys.item_ids, start, -1)
+            self.ids.extend(x.decode() if isinstance(x, bytes) else str(x)
+                            for x in fresh[len(self.ids) - start:])
         return self.ids
