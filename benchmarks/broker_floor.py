@@ -64,9 +64,11 @@ class Config:
 
 
 def _burn(seconds: float) -> None:
-    """Spend ``seconds`` of CPU on this thread, as a worker's own work would."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    """Spend ``seconds`` of this thread's CPU time, as a worker's own work would (while
+    another process has the core, the work waits: a wall-clock wait would count that as
+    work done)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
         pass
 
 
@@ -121,8 +123,8 @@ def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
                                                   "partitions": config.partitions}})
     topics = list(input_topics(settings).values())
     asyncio.run(_create_topics(bootstrap, topics, config.partitions))
-    events = [dataclasses.replace(e, ts=0) for e in synthetic_stream(
-        int(rate * seconds), n_users=20_000, n_items=5_000, seed=99)]
+    events = list(synthetic_stream(int(rate * seconds), n_users=20_000, n_items=5_000,
+                                   seed=99))  # sent with ts = the send time
     spawn = multiprocessing.get_context("spawn")
     ready, stop = spawn.Event(), spawn.Event()
     out = run_dir / "arrivals.npy"
@@ -141,6 +143,9 @@ def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
         asyncio.run(_offer(settings, events, rate, config.linger_ms))
         offered_s = time.time() - wall0
         broker_cpu = cpu_seconds(broker_pid) - broker0
+        if not child.is_alive():
+            raise RuntimeError("broker_floor: the consumer died while the events were "
+                               f"offered (exit code {child.exitcode})")
         reader_cpu = cpu_seconds(child.pid) - reader0
         time.sleep(3.0)  # the last batches (a consumer behind is still reading)
     finally:
@@ -151,9 +156,8 @@ def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
     if child.exitcode != 0 or not out.exists():
         raise RuntimeError(f"broker_floor: the consumer failed (exit code {child.exitcode})")
     arrivals = np.load(out)
-    if len(arrivals) < len(events):
-        raise RuntimeError(f"broker_floor: {len(arrivals)} of {len(events)} records read "
-                           "(the consumer fell behind by more than 3 s)")
+    if not len(arrivals):
+        raise RuntimeError("broker_floor: the consumer read no record")
     sent, latency = arrivals[:, 0] - wall0, arrivals[:, 1]
     windows = []
     for w in np.arange(0, seconds, WINDOW_S):
@@ -163,7 +167,10 @@ def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
                             "p99_ms": float(1000 * np.percentile(sel, 99))})
     return {"partitions": config.partitions, "linger_ms": config.linger_ms,
             "work_us_per_event": config.work_us, "work_ms_per_batch": batch_ms,
+            # all_read false: the consumer was still more than 3 s behind at the end, and
+            # the latencies of the records it had not read are missing from the quantiles
             "received": len(arrivals), "offered": len(events),
+            "all_read": len(arrivals) >= len(events),
             "broker_cpu_cores": broker_cpu / offered_s,
             "consumer_cpu_cores": reader_cpu / offered_s,
             "p50_ms": float(1000 * np.percentile(latency, 50)),
@@ -185,7 +192,8 @@ def main() -> int:
         configs = [Config.parse(text) for text in args.configs]
     except ValueError as exc:
         p.error(str(exc))
-    rows = []
+    out = Path(args.out)
+    rows: list[dict[str, Any]] = []
     for config in configs:
         run_dir = Path(tempfile.mkdtemp(prefix="streamrec-floor-"))
         stack = Stack(run_dir)
@@ -198,17 +206,18 @@ def main() -> int:
         finally:
             stack.down()
         rows.append(row)
+        out.mkdir(parents=True, exist_ok=True)  # after each one: a later one may fail
+        (out / "broker_floor.json").write_text(json.dumps(
+            {"rate": args.rate, "seconds": args.seconds, "batch_work_ms": args.batch_work_ms,
+             "runs": rows}, indent=2))
         print(f"{config.partitions:3d} partitions, linger {config.linger_ms:2d} ms, work "
               f"{config.work_us:4.0f} us/event + {args.batch_work_ms:.1f} ms/batch: "
               f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, broker "
               f"{row['broker_cpu_cores']:.2f} cores, consumer {row['consumer_cpu_cores']:.2f}; "
-              "p99 by 5 s: " + " ".join(f"{w['p99_ms']:.0f}" for w in row["by_5s"]),
+              "p99 by 5 s: " + " ".join(f"{w['p99_ms']:.0f}" for w in row["by_5s"])
+              + ("" if row["all_read"] else
+                 f" (NOT ALL READ: {row['received']} of {row['offered']}, still behind)"),
               flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "broker_floor.json").write_text(json.dumps(
-        {"rate": args.rate, "seconds": args.seconds, "batch_work_ms": args.batch_work_ms,
-         "runs": rows}, indent=2))
     return 0
 
 
