@@ -32,13 +32,12 @@ from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from load import _offer, cpu_seconds  # benchmarks/load.py
+from load import cpu_seconds, offer_events  # benchmarks/load.py
 
 from infra.stack import Stack, free_port
 from recmodels.datasets import synthetic_stream
 from streamrec.settings import Settings
-from streamrec.topics import input_topics
+from streamrec.topics import ensure_topics, input_topics
 
 WINDOW_S = 5.0
 MAX_RECORDS = 2000  # per batch, as the worker's default state.batch_size
@@ -108,21 +107,12 @@ def _read_child(bootstrap: str, topics: list[str], work_us: float, batch_ms: flo
     np.save(out, np.array(arrivals, dtype=np.float64).reshape(-1, 2))
 
 
-async def _create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1) for name in topics])
-    finally:
-        await admin.close()
-
-
 def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
                    batch_ms: float, broker_pid: int, run_dir: Path) -> dict[str, Any]:
     settings = Settings.model_validate({"kafka": {"bootstrap": bootstrap,
                                                   "partitions": config.partitions}})
     topics = list(input_topics(settings).values())
-    asyncio.run(_create_topics(bootstrap, topics, config.partitions))
+    asyncio.run(ensure_topics(settings))  # a fresh broker: all of them, config.partitions each
     events = list(synthetic_stream(int(rate * seconds), n_users=20_000, n_items=5_000,
                                    seed=99))  # sent with ts = the send time
     spawn = multiprocessing.get_context("spawn")
@@ -140,7 +130,7 @@ def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
         assert child.pid is not None
         broker0, reader0 = cpu_seconds(broker_pid), cpu_seconds(child.pid)
         wall0 = time.time()
-        asyncio.run(_offer(settings, events, rate, config.linger_ms))
+        asyncio.run(offer_events(settings, events, rate, config.linger_ms))
         offered_s = time.time() - wall0
         broker_cpu = cpu_seconds(broker_pid) - broker0
         if not child.is_alive():

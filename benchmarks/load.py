@@ -148,7 +148,7 @@ async def offer_load(settings: Settings, rate: float, seconds: float, seed: int 
                for p in sorted(await _partitions(reader, settings.topics.recommendations))]
         reader.assign(tps)
         starts = await reader.end_offsets(tps)
-        sent = await _offer(settings, events, rate, linger_ms, on_start)
+        sent = await offer_events(settings, events, rate, linger_ms, on_start)
         ends = await _settled_ends(reader, tps)
         for tp in tps:
             reader.seek(tp, starts[tp])
@@ -193,7 +193,7 @@ async def _partitions(reader: AIOKafkaConsumer, topic: str) -> set[int]:
     raise RuntimeError(f"topic {topic} has no partitions")
 
 
-async def _offer(settings: Settings, events: list[Interaction], rate: float,
+async def offer_events(settings: Settings, events: list[Interaction], rate: float,
                  linger_ms: int, on_start: Callable[[], None] | None = None
                  ) -> dict[str, float]:
     """Publish at ``rate`` with the producer's ``linger_ms`` (it counts in the latency: the
