@@ -4,7 +4,9 @@ of it: events offered at --rate to the three input topics by the pipeline's load
 fetches like the worker (pausing between batches) and, per batch, burns the CPU a worker
 would: ``work_us`` per event plus --batch-work-ms (0 and 0: it does nothing else). On a
 fresh broker per configuration. Per 5 s window, p50 / p99 from the send (the record's
-timestamp) to the end of the batch's work, and the CPU of the broker and of the consumer.
+timestamp) to the end of the batch's work, and the broker's CPU; over the run, the CPU of
+the broker and of the consumer. A run of a few minutes (--seconds 150) shows where the
+broker's growth alone takes freshness, whatever the worker.
 
 It shows what the broker alone adds to freshness, how its fetch time grows during a run
 (Tansu, memory storage, lists every record batch stored in a partition at each fetch, and
@@ -25,6 +27,7 @@ import json
 import multiprocessing
 import sys
 import tempfile
+import threading
 import time
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
@@ -107,6 +110,16 @@ def _read_child(bootstrap: str, topics: list[str], work_us: float, batch_ms: flo
     np.save(out, np.array(arrivals, dtype=np.float64).reshape(-1, 2))
 
 
+def _cores_by_window(pid: int, wall0: float, done: threading.Event,
+                     rows: list[dict[str, float]]) -> None:
+    """The CPU cores ``pid`` used in each WINDOW_S window from ``wall0`` until ``done``."""
+    start, used = wall0, cpu_seconds(pid)
+    while not done.wait(max(0.0, start + WINDOW_S - time.time())):
+        now, cpu = time.time(), cpu_seconds(pid)
+        rows.append({"from_s": start - wall0, "cores": (cpu - used) / (now - start)})
+        start, used = now, cpu
+
+
 def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
                    batch_ms: float, broker_pid: int, run_dir: Path) -> dict[str, Any]:
     settings = Settings.model_validate({"kafka": {"bootstrap": bootstrap,
@@ -130,7 +143,16 @@ def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
         assert child.pid is not None
         broker0, reader0 = cpu_seconds(broker_pid), cpu_seconds(child.pid)
         wall0 = time.time()
-        asyncio.run(offer_events(settings, events, rate, config.linger_ms))
+        broker_by_5s: list[dict[str, float]] = []
+        offering = threading.Event()
+        sampler = threading.Thread(target=_cores_by_window,
+                                   args=(broker_pid, wall0, offering, broker_by_5s))
+        sampler.start()
+        try:
+            asyncio.run(offer_events(settings, events, rate, config.linger_ms))
+        finally:
+            offering.set()
+            sampler.join()
         offered_s = time.time() - wall0
         broker_cpu = cpu_seconds(broker_pid) - broker0
         if not child.is_alive():
@@ -163,6 +185,7 @@ def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
             "all_read": len(arrivals) >= len(events),
             "broker_cpu_cores": broker_cpu / offered_s,
             "consumer_cpu_cores": reader_cpu / offered_s,
+            "broker_cores_by_5s": broker_by_5s,
             "p50_ms": float(1000 * np.percentile(latency, 50)),
             "p99_ms": float(1000 * np.percentile(latency, 99)), "by_5s": windows}
 
@@ -205,6 +228,8 @@ def main() -> int:
               f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, broker "
               f"{row['broker_cpu_cores']:.2f} cores, consumer {row['consumer_cpu_cores']:.2f}; "
               "p99 by 5 s: " + " ".join(f"{w['p99_ms']:.0f}" for w in row["by_5s"])
+              + "; broker cores by 5 s: "
+              + " ".join(f"{w['cores']:.2f}" for w in row["broker_cores_by_5s"])
               + ("" if row["all_read"] else
                  f" (NOT ALL READ: {row['received']} of {row['offered']}, still behind)"),
               flush=True)
