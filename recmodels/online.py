@@ -29,9 +29,11 @@ log = logging.getLogger(__name__)
 USER_BATCH = 256  # sequences encoded at once (of similar lengths: little padding)
 # below this many positions (items of all its sequences) a chunk is encoded in float32
 # whatever the precision: autocast costs ~0.2 ms a call (weights cast again each time),
-# more than bfloat16 saves on small chunks (measured here, shapes bucketed: 3 users of 1-12
-# items 0.44 ms float32 / 0.64 ms bfloat16, 14 of 1-12 0.65 / 0.71, 8 of 1-50 1.45 / 1.33)
-LOW_PRECISION_MIN_POSITIONS = 128
+# more than bfloat16 saves on small chunks. Measured here (width 128, one thread, 150
+# batches of varying size, users of 1-20 or 1-50 items), ms a call at a threshold of 128 /
+# 384 positions / float32 only: 134 positions a batch 1.22 / 1.12 / 1.12, 260: 1.84 / 1.67
+# / 1.63, 475: 2.53 / 2.50 / 2.64, 929: 3.95 / 3.83 / 4.66, 643: 2.82 / 2.73 / 3.21.
+LOW_PRECISION_MIN_POSITIONS = 384
 
 
 def encoder_dtype(precision: str) -> torch.dtype:
