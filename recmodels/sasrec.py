@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
@@ -241,9 +242,9 @@ class SASRec(nn.Module):
             filler = seqs.new_zeros(rows_to - n, seqs.shape[1])
             filler[:, -1] = 1  # one item each: a valid last position, the least extra work
             seqs = torch.cat([seqs, filler])
-        x, valid, allowed = self._embed(seqs)
+        valid, allowed = self._mask(seqs)
         rows = _Packed(valid, allowed, bucketed)
-        x = rows.unpad(x)
+        x = self._embed_at(seqs, rows.gather)
         blocks: list[_Block] = list(self.blocks)  # type: ignore[arg-type]
         for block in blocks[:-1]:
             x = block.forward_packed(x, rows)
@@ -251,21 +252,36 @@ class SASRec(nn.Module):
         return out[:n]
 
     def _embed(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        valid, allowed = self._mask(seqs)
+        t = seqs.shape[1]
+        positions = torch.arange(self.config.max_len - t, self.config.max_len,
+                                 device=seqs.device)
+        x = self.item_emb(seqs) * math.sqrt(self.config.hidden) + self.pos_emb(positions)
+        return self.emb_drop(x) * valid.unsqueeze(-1), valid, allowed
+
+    def _embed_at(self, seqs: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        """``_embed``'s input to the blocks at the flat positions ``flat`` of ``seqs``
+        (``[N, d]``, items only: inference, no dropout), without the work on padding."""
+        t = seqs.shape[1]
+        positions = flat % t + (self.config.max_len - t)
+        x: torch.Tensor = (self.item_emb(seqs.reshape(-1).index_select(0, flat))
+                           * math.sqrt(self.config.hidden) + self.pos_emb(positions))
+        return x
+
+    def _mask(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The real positions ``[B, T]`` of left-padded ``seqs``, and which key each query
+        may attend to, ``[B, 1, T, T]``."""
         t = seqs.shape[1]
         if t > self.config.max_len:
             raise ValueError(f"SASRec.encode: sequence length {t} > max_len "
                              f"{self.config.max_len}")
         valid = seqs != 0
-        positions = torch.arange(self.config.max_len - t, self.config.max_len,
-                                 device=seqs.device)
-        x = self.item_emb(seqs) * math.sqrt(self.config.hidden) + self.pos_emb(positions)
-        x = self.emb_drop(x) * valid.unsqueeze(-1)
         causal = torch.ones(t, t, dtype=torch.bool, device=seqs.device).tril()
         eye = torch.eye(t, dtype=torch.bool, device=seqs.device)
         # query i may attend to key j <= i when j is a real item; itself always (so a
         # padded query never gets an empty row and NaNs); padded outputs are zeroed below
         allowed = ((causal & valid[:, None, :]) | eye).unsqueeze(1)
-        return x, valid, allowed
+        return valid, allowed
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of every item for hidden states ``[..., d]`` -> ``[..., n_items + 1]``;
@@ -281,12 +297,15 @@ def pad_histories(histories: Sequence[Sequence[int]], max_len: int,
                   device: torch.device | None = None) -> torch.Tensor:
     """Last ``max_len`` items of each history, left-padded with 0 to the longest row."""
     width = max(1, min(max_len, max((len(h) for h in histories), default=1)))
-    out = torch.zeros((len(histories), width), dtype=torch.long)
+    # built in numpy: a torch tensor per row cost ~6 us each (200 users of 40-50 items:
+    # 1.45 ms against 0.20 ms)
+    out = np.zeros((len(histories), width), dtype=np.int64)
     for row, history in enumerate(histories):
-        tail = list(history[-width:])
-        if tail:
-            out[row, width - len(tail):] = torch.tensor(tail, dtype=torch.long)
-    return out.to(device) if device is not None else out
+        tail = history[-width:]
+        if len(tail):
+            out[row, width - len(tail):] = tail
+    padded = torch.from_numpy(out)
+    return padded.to(device) if device is not None else padded
 
 
 class SASRecRecommender:

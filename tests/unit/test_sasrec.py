@@ -365,6 +365,21 @@ def test_last_position_encoding_equals_the_full_encoders_last_state(norm: str,
     assert not torch.allclose(last[0], last[3])  # the rows are really different users
 
 
+
+def test_last_position_encoding_of_histories_shorter_than_max_len() -> None:
+    """A batch narrower than max_len: its last column is still position max_len - 1 (the
+    encoder embeds only the real positions, and must place them as the full encoder does)."""
+    torch.manual_seed(8)
+    model = SASRec(30, SASRecConfig(max_len=20, hidden=16, n_heads=2, dropout=0.0)).eval()
+    seqs = pad_histories([[3, 9], [1, 2, 3, 4, 5], [7]], 20)
+    assert seqs.shape == (3, 5)
+    with torch.inference_mode():
+        full = model.encode(seqs)[:, -1]
+        last = model.encode_last(seqs)
+        bucketed = model.encode_last(seqs, bucketed=True)
+    assert torch.allclose(last, full, atol=1e-5)
+    assert torch.allclose(bucketed, full, atol=1e-5)
+
 def test_bucketed_shapes_give_the_same_user_vectors() -> None:
     """The worker rounds the encoder's shapes up (filler rows and positions, dropped after):
     every user's vector is what the unrounded encoder gives, whatever the batch."""
