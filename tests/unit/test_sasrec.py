@@ -208,6 +208,14 @@ def test_pad_histories_keeps_the_last_items_right_aligned() -> None:
     assert out.tolist() == [[3, 4, 5], [0, 0, 9]]
 
 
+def test_pad_histories_takes_any_sequence_of_item_indexes() -> None:
+    rows = [(1, 2), np.array([7, 8, 9, 10], dtype=np.int32), torch.tensor([4]), [], range(5, 7)]
+    out = pad_histories(rows, max_len=3)
+    assert out.dtype == torch.long
+    assert out.tolist() == [[0, 1, 2], [8, 9, 10], [0, 0, 4], [0, 0, 0], [0, 5, 6]]
+    assert pad_histories([], max_len=3).shape == (0, 1)
+
+
 def test_fused_cpu_loss_equals_plain_cross_entropy() -> None:
     torch.manual_seed(0)
     model = SASRec(N_ITEMS, TINY)
@@ -365,20 +373,25 @@ def test_last_position_encoding_equals_the_full_encoders_last_state(norm: str,
     assert not torch.allclose(last[0], last[3])  # the rows are really different users
 
 
-
 def test_last_position_encoding_of_histories_shorter_than_max_len() -> None:
     """A batch narrower than max_len: its last column is still position max_len - 1 (the
-    encoder embeds only the real positions, and must place them as the full encoder does)."""
+    encoder embeds only the real positions, and must place them as the full encoder does),
+    also with the shapes rounded up (21 users, 61 positions: filler rows and positions)."""
     torch.manual_seed(8)
     model = SASRec(30, SASRecConfig(max_len=20, hidden=16, n_heads=2, dropout=0.0)).eval()
-    seqs = pad_histories([[3, 9], [1, 2, 3, 4, 5], [7]], 20)
-    assert seqs.shape == (3, 5)
+    gen = torch.Generator().manual_seed(9)
+    histories = [torch.randint(1, 31, (1 + i % 5,), generator=gen).tolist()
+                 for i in range(21)]
+    seqs = pad_histories(histories, 20)
+    assert seqs.shape == (21, 5) and int((seqs != 0).sum()) == 61
+    assert shape_bucket(21) > 21 and shape_bucket(61) > 61
     with torch.inference_mode():
         full = model.encode(seqs)[:, -1]
         last = model.encode_last(seqs)
         bucketed = model.encode_last(seqs, bucketed=True)
     assert torch.allclose(last, full, atol=1e-5)
     assert torch.allclose(bucketed, full, atol=1e-5)
+
 
 def test_bucketed_shapes_give_the_same_user_vectors() -> None:
     """The worker rounds the encoder's shapes up (filler rows and positions, dropped after):
