@@ -110,13 +110,14 @@ def _read_child(bootstrap: str, topics: list[str], work_us: float, batch_ms: flo
     np.save(out, np.array(arrivals, dtype=np.float64).reshape(-1, 2))
 
 
-def _cores_by_window(pid: int, wall0: float, done: threading.Event,
-                     rows: list[dict[str, float]]) -> None:
-    """The CPU cores ``pid`` used in each WINDOW_S window from ``wall0`` until ``done``."""
-    start, used = wall0, cpu_seconds(pid)
-    while not done.wait(max(0.0, start + WINDOW_S - time.time())):
-        now, cpu = time.time(), cpu_seconds(pid)
-        rows.append({"from_s": start - wall0, "cores": (cpu - used) / (now - start)})
+def _cores_by_window(pid: int, done: threading.Event, rows: list[dict[str, float]]) -> None:
+    """The CPU cores ``pid`` used in each WINDOW_S window from now until ``done`` (the last,
+    partial window is left out)."""
+    first = start = time.monotonic()
+    used = cpu_seconds(pid)
+    while not done.wait(max(0.0, start + WINDOW_S - time.monotonic())):
+        now, cpu = time.monotonic(), cpu_seconds(pid)
+        rows.append({"from_s": start - first, "cores": (cpu - used) / (now - start)})
         start, used = now, cpu
 
 
@@ -146,7 +147,7 @@ def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
         broker_by_5s: list[dict[str, float]] = []
         offering = threading.Event()
         sampler = threading.Thread(target=_cores_by_window,
-                                   args=(broker_pid, wall0, offering, broker_by_5s))
+                                   args=(broker_pid, offering, broker_by_5s))
         sampler.start()
         try:
             asyncio.run(offer_events(settings, events, rate, config.linger_ms))

@@ -32,7 +32,7 @@ USER_BATCH = 256  # sequences encoded at once (of similar lengths: little paddin
 # more than bfloat16 saves on small chunks. Measured here (width 128, one thread, 150
 # batches of varying size, users of 1-20 or 1-50 items), ms a call at a threshold of 128 /
 # 384 positions / float32 only: 134 positions a batch 1.22 / 1.12 / 1.12, 260: 1.84 / 1.67
-# / 1.63, 475: 2.53 / 2.50 / 2.64, 929: 3.95 / 3.83 / 4.66, 643: 2.82 / 2.73 / 3.21.
+# / 1.63, 475: 2.53 / 2.50 / 2.64, 643: 2.82 / 2.73 / 3.21, 929: 3.95 / 3.83 / 4.66.
 LOW_PRECISION_MIN_POSITIONS = 384
 
 
