@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from load import cpu_seconds  # benchmarks/load.py
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
@@ -54,11 +55,6 @@ from streams.events import decode_event
 from streams.state import ApplyConfig, Positioned, RedisStateStore
 from streams.user_updates import UserUpdate
 from streams.user_vectors import UserVectorWriter
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class _NoStore:
@@ -106,7 +102,7 @@ async def _one_size(redis_port: int, redis_pid: int, size: int, warmup: int, eve
     gc.set_threshold(50_000, 20, 100)
     spent = {"apply": 0.0, "vectors": 0.0, "serving": 0.0}
     batches = users = 0
-    redis_cpu = _cpu_seconds(redis_pid)
+    redis_cpu = cpu_seconds(redis_pid)
     wall = time.perf_counter()
     for start in range(warmup, len(positioned), size):
         batch = positioned[start:start + size]
@@ -129,7 +125,7 @@ async def _one_size(redis_port: int, redis_pid: int, size: int, warmup: int, eve
         batches += 1
         users += len(latest)
     wall = time.perf_counter() - wall
-    redis_cpu = _cpu_seconds(redis_pid) - redis_cpu
+    redis_cpu = cpu_seconds(redis_pid) - redis_cpu
     gc.unfreeze()
     await redis.aclose()
     return {"batch_size": size, "batches": batches, "users_per_batch": users / batches,

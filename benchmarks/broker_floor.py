@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer
-from load import cpu_seconds, offer_events  # benchmarks/load.py
+from load import by_window, cpu_seconds, offer_events  # benchmarks/load.py
 
 from infra.stack import Stack, free_port
 from recmodels.datasets import synthetic_stream
@@ -172,12 +172,9 @@ def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
     if not len(arrivals):
         raise RuntimeError("broker_floor: the consumer read no record")
     sent, latency = arrivals[:, 0] - wall0, arrivals[:, 1]
-    windows = []
-    for w in np.arange(0, seconds, WINDOW_S):
-        sel = latency[(sent >= w) & (sent < w + WINDOW_S)]
-        if len(sel):
-            windows.append({"from_s": float(w), "p50_ms": float(1000 * np.percentile(sel, 50)),
-                            "p99_ms": float(1000 * np.percentile(sel, 99))})
+    windows = [{"from_s": w["from_s"], "p50_ms": 1000 * w["p50"], "p99_ms": 1000 * w["p99"]}
+               for w in by_window(list(zip(sent.tolist(), latency.tolist(), strict=True)),
+                                  WINDOW_S)]
     return {"partitions": config.partitions, "linger_ms": config.linger_ms,
             "work_us_per_event": config.work_us, "work_ms_per_batch": batch_ms,
             # all_read false: the consumer was still more than 3 s behind at the end, and

@@ -22,7 +22,7 @@ def input_topics(settings: Settings) -> dict[str, str]:
 
 def topic_names(settings: Settings) -> list[str]:
     t = settings.topics
-    return [t.view, t.click, t.purchase, t.dlq, t.user_updates, t.recommendations,
+    return [*input_topics(settings).values(), t.dlq, t.user_updates, t.recommendations,
             t.model_updates]
 
 
