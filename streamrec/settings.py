@@ -57,6 +57,10 @@ class BatchSettings(BaseModel):
 class StateSettings(BatchSettings):
     weights: EventWeights = EventWeights()
     sequence_length: int = Field(default=50, ge=1, description="L: recent items kept per user")
+    reorder_window: int = Field(
+        default=64, ge=1, le=4096,
+        description="W: a user's last events kept in event-time order; an event that arrives "
+                    "after W later events of its user is late (see README, Guarantees)")
     markov_row_size: int = Field(
         default=30, ge=1, description="K: successors read per Markov row (top K by count)")
     popularity_half_life_s: float = Field(

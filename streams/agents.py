@@ -28,7 +28,7 @@ from streamrec.outbox import InOrderDelivery, Outbox, Records
 from streamrec.retry import redis_call
 from streams.dlq import Source, dlq_record
 from streams.events import decode_event
-from streams.state import Positioned, StateStore
+from streams.state import Positioned, StateStore, event_key
 from streams.user_updates import UserUpdate
 from streams.user_vectors import UserVectorWriter
 
@@ -93,9 +93,9 @@ async def validate(batch: Batch, path: EventPath, out: Records) -> list[Position
         accepted[event.type] += 1
     for kind, n in accepted.items():
         metrics.EVENTS.labels(type=kind, outcome="accepted").inc(n)
-    # A user's views, clicks and purchases come from three topics, interleaved as fetched:
-    # applied in event-time order (stable), the sequence follows what the user did.
-    valid.sort(key=_event_ts)
+    # In the state's own order (event time, type, tie-break), most events of the batch
+    # append to their user's window; the state step also inserts any that come out of order.
+    valid.sort(key=_event_key)
     return valid
 
 
@@ -104,8 +104,8 @@ def _broker_ms(record: Record) -> int | None:
     return record.timestamp if record.timestamp is not None and record.timestamp > 0 else None
 
 
-def _event_ts(p: Positioned) -> int:
-    return p.event.ts
+def _event_key(p: Positioned) -> tuple[int, int, int]:
+    return event_key(p.event)
 
 
 async def _dead_letter(path: EventPath, err: InvalidEvent, raw: bytes | None, record: Record,

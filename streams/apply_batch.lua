@@ -5,18 +5,22 @@
 -- at-least-once; see README.
 --
 -- The result is a deterministic function of the events whatever the interleaving of
--- partitions: every shared update commutes. Markov rows keep exact weighted counts (the
--- top K is taken when reading, by count then item); popularity uses forward decay in whole
+-- partitions and topics (within the bound described below): every shared update commutes.
+-- Markov rows keep exact weighted counts (the top K is taken when reading, by count then
+-- item); popularity uses forward decay in whole
 -- half-life steps, w * 2^(floor(ts / half_life) - landmark_step), so every term is a power
 -- of two times the weight and float sums are exact in any order.
 --
 -- ARGV layout (built by streams/state.py):
---   1 prefix  2 sequence length L  3 (unused)  4 popularity half-life ms (0: none)
+--   1 prefix  2 sequence length L  3 reorder window W (events kept per user)
+--   4 popularity half-life ms (0: none)
 --   5 dedupe TTL s (0: off)  6 allowed lateness ms (<0: off)  7 watermark group
---   8 number of partitions B, then B x (topic, partition), then the number of events N,
+--   8, 9, 10 weights of view, click, purchase  11 number of partitions B, then
+--   B x (topic, partition), then the number of events N,
 --   then one string of N records in arrival order (offsets increase within each
 --   partition), split by RS (\30), each: partition number 1..B, offset, event_id, user_id,
---   item_id, type, ts, weight, split by US (\31) (ids hold no control characters).
+--   item_id, type, ts, tie (crc32 of event_id), split by US (\31) (ids hold no
+--   control characters).
 -- Returns {applied, below_watermark, duplicates, late, online_hits, online_evaluations,
 -- {user, packed sequence, ...} of the users this batch changed}:
 -- an event that moves a user to a new item is an online evaluation of the list last served
@@ -25,11 +29,12 @@
 
 local prefix = ARGV[1]
 local L = tonumber(ARGV[2])
+local W = tonumber(ARGV[3])
 local half_life = tonumber(ARGV[4])
 local dedupe_ttl = tonumber(ARGV[5])
 local lateness = tonumber(ARGV[6])
 local group = ARGV[7]
-local nblocks = tonumber(ARGV[8])
+local nblocks = tonumber(ARGV[11])
 
 local idx_key = prefix .. 'item:idx'
 local ids_key = prefix .. 'item:ids'
@@ -132,15 +137,32 @@ local function add_transition(last, c, w)
   total_add[last] = total_add[last] + w
 end
 
--- users: {seq, ts, ts_text, n, served, dirty}, read once per batch
+-- Each user's events are kept as a window of the last W (ARGV 3) sorted by the total key
+-- (ts, type rank view < click < purchase, tie = crc32 of event_id), packed 17 bytes each:
+-- ts (double), tie (u32), item index (u32), type rank (u8). The sequence ``seq`` is the
+-- user's history with consecutive repeats of an item collapsed (view -> click -> purchase
+-- of one item is one step), last L items; a Markov transition is counted for every pair of
+-- consecutive events (in key order) of different items, with the weight of the later one.
+-- An event newer than the window's last is appended (the common case); one that falls
+-- inside the window is inserted in place and the transition it splits is corrected (the
+-- old pair removed, the two new pairs added), so the state is the same whatever order the
+-- events arrive in, as long as each arrives before W later events of its user (and within
+-- the allowed lateness). An event beyond that bound is late: it counts in popularity, the
+-- bought set and the event count, not in the sequence or the transitions.
+local ENTRY = 17
+local rank_of = {view = 0, click = 1, purchase = 2}
+local weight_of = {[0] = tonumber(ARGV[8]), [1] = tonumber(ARGV[9]), [2] = tonumber(ARGV[10])}
+
+-- users: {seq, win, pre, ts, ts_text, n, served, dirty}, read once per batch
 local users = {}
 local touched_list = {}
 local function user_state(user)
   local u = users[user]
   if u == nil then
     local ukey = prefix .. 'u:' .. user
-    local fields = redis.call('HMGET', ukey, 'seq', 'ts')
-    u = {seq = fields[1] or '', ts = tonumber(fields[2]), n = 0,
+    local fields = redis.call('HMGET', ukey, 'seq', 'ts', 'win', 'pre')
+    u = {seq = fields[1] or '', ts = tonumber(fields[2]), win = fields[3] or '',
+         pre = tonumber(fields[4]), n = 0,
          served = redis.call('GET', prefix .. 'served:' .. user), dirty = false}
     users[user] = u
     touched_list[#touched_list + 1] = user
@@ -148,31 +170,45 @@ local function user_state(user)
   return u
 end
 
-local function apply(user, item, etype, ts_text, w)
-  local ts = tonumber(ts_text)
-  local u = user_state(user)
-  local c = item_index(item)
-  add_popularity(c, w, ts)
-  if etype == 'purchase' then
-    redis.call('SADD', prefix .. 'u:' .. user .. ':bought', c)
+local function unpack_entry(win, pos)
+  local ts, tie, item, rank = struct.unpack('<dI4I4B', win, pos)
+  return {ts = ts, tie = tie, item = item, rank = rank}
+end
+
+local function before(a, b)  -- the total order of a user's events
+  if a.ts ~= b.ts then return a.ts < b.ts end
+  if a.rank ~= b.rank then return a.rank < b.rank end
+  return a.tie < b.tie
+end
+
+-- items of the window with consecutive repeats collapsed, without the first run when it
+-- continues the item before the window (pre)
+local function collapse(entries, pre)
+  local out, last = {}, pre
+  for _, e in ipairs(entries) do
+    if e.item ~= last then
+      out[#out + 1] = e.item
+      last = e.item
+    end
   end
-  u.n = u.n + 1
-  local seq = u.seq
-  if lateness >= 0 and u.ts ~= nil and u.ts - ts > lateness then
-    late = late + 1
-    return
+  return out
+end
+
+local function pack_items(items, from)
+  local parts = {}
+  for k = math.max(1, from), #items do
+    parts[#parts + 1] = struct.pack('<I4', items[k])
   end
-  if u.ts == nil or ts > u.ts then
-    u.ts = ts
-    u.ts_text = ts_text
+  return table.concat(parts)
+end
+
+local function pair(a, b, sign)  -- the transition of two consecutive events, if any
+  if a ~= nil and a.item ~= b.item then
+    add_transition(a.item, b.item, sign * weight_of[b.rank])
   end
-  local last = nil
-  if #seq >= 4 then
-    last = struct.unpack('<I4', seq, #seq - 3)
-  end
-  if last == c then
-    return -- a repeat of the item just seen (view -> click -> purchase) moves nothing
-  end
+end
+
+local function evaluate_online(u, c)
   if u.served then
     evaluations = evaluations + 1
     for pos = 1, #u.served - 3, 4 do
@@ -182,19 +218,102 @@ local function apply(user, item, etype, ts_text, w)
       end
     end
   end
-  if last ~= nil then
-    add_transition(last, c, w)
+end
+
+-- the oldest entry leaves a window over W; it is the item before the window from then on
+local function evict(u)
+  if #u.win > ENTRY * W then
+    u.pre = struct.unpack('<I4', u.win, 13)
+    u.win = string.sub(u.win, ENTRY + 1)
   end
-  seq = seq .. struct.pack('<I4', c)
-  if #seq > 4 * L then
-    seq = string.sub(seq, #seq - 4 * L + 1)
+end
+
+-- insert x inside the window (it is older than the window's last entry): returns false
+-- when it is beyond the window (the window is full and x is older than all of it)
+local function insert(u, x)
+  local entries = {}
+  for pos = 1, #u.win, ENTRY do
+    entries[#entries + 1] = unpack_entry(u.win, pos)
   end
-  u.seq = seq
+  if #entries >= W and before(x, entries[1]) then
+    return false
+  end
+  local k = #entries
+  while k >= 1 and before(x, entries[k]) do
+    k = k - 1
+  end
+  local p, q = entries[k], entries[k + 1]  -- x goes between them (q is never nil)
+  pair(p, q, -1)
+  pair(p, x, 1)
+  pair(x, q, 1)
+  -- seq = last L of (the items before the window, collapsed) ++ collapse(window)
+  local old_items = {}
+  for pos = 1, #u.seq - 3, 4 do
+    old_items[#old_items + 1] = struct.unpack('<I4', u.seq, pos)
+  end
+  local from_window = collapse(entries, u.pre)
+  local keep = #old_items - math.min(#old_items, #from_window)
+  table.insert(entries, k + 1, x)
+  local items = {}
+  for j = 1, keep do items[j] = old_items[j] end
+  for _, item in ipairs(collapse(entries, u.pre)) do items[#items + 1] = item end
+  u.seq = pack_items(items, #items - L + 1)
+  local parts = {}
+  for j, e in ipairs(entries) do
+    parts[j] = struct.pack('<dI4I4B', e.ts, e.tie, e.item, e.rank)
+  end
+  u.win = table.concat(parts)
+  evict(u)
+  return true
+end
+
+local function apply(user, item, etype, ts_text, tie)
+  local ts = tonumber(ts_text)
+  local u = user_state(user)
+  local c = item_index(item)
+  local rank = rank_of[etype]
+  local w = weight_of[rank]
+  add_popularity(c, w, ts)
+  if etype == 'purchase' then
+    redis.call('SADD', prefix .. 'u:' .. user .. ':bought', c)
+  end
+  u.n = u.n + 1
+  if lateness >= 0 and u.ts ~= nil and u.ts - ts > lateness then
+    late = late + 1
+    return
+  end
+  local x = {ts = ts, tie = tie, item = c, rank = rank}
+  local last = nil
+  if #u.win >= ENTRY then
+    last = unpack_entry(u.win, #u.win - ENTRY + 1)
+  end
+  if last ~= nil and before(x, last) then
+    if not insert(u, x) then
+      late = late + 1
+      return
+    end
+  else
+    pair(last, x, 1)
+    if last == nil or last.item ~= c then
+      evaluate_online(u, c)
+      local seq = u.seq .. struct.pack('<I4', c)
+      if #seq > 4 * L then
+        seq = string.sub(seq, #seq - 4 * L + 1)
+      end
+      u.seq = seq
+    end
+    u.win = u.win .. struct.pack('<dI4I4B', ts, tie, c, rank)
+    evict(u)
+  end
+  if u.ts == nil or ts > u.ts then
+    u.ts = ts
+    u.ts_text = ts_text
+  end
   u.dirty = true
 end
 
 local wm_keys, wms, highs = {}, {}, {}
-local i = 9
+local i = 12
 for b = 1, nblocks do
   wm_keys[b] = prefix .. 'wm:' .. group .. ':' .. ARGV[i] .. ':' .. ARGV[i + 1]
   wms[b] = tonumber(redis.call('GET', wm_keys[b]) or '-1')
@@ -206,7 +325,7 @@ local RECORD = '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^
   '([^\31]*)\31([^\30]*)\30?()'
 local pos = 1
 for n = 1, nevents do
-  local block, offset_s, event_id, user, item, etype, ts, weight, after =
+  local block, offset_s, event_id, user, item, etype, ts, tie, after =
     string.match(records, RECORD, pos)
   if after == nil then
     return redis.error_reply('apply_batch: event record ' .. n .. ' of ' .. nevents ..
@@ -229,7 +348,7 @@ for n = 1, nevents do
       fresh = redis.call('SET', prefix .. 'dedupe:' .. event_id, '1', 'NX', 'EX', dedupe_ttl)
     end
     if fresh then
-      apply(user, item, etype, ts, tonumber(weight))
+      apply(user, item, etype, ts, tonumber(tie))
       applied = applied + 1
     else
       duplicates = duplicates + 1
@@ -243,22 +362,34 @@ for b = 1, nblocks do
 end
 
 flush_popularity()
-for _, pair in ipairs(mk_pairs) do
-  redis.call('ZINCRBY', prefix .. 'mk:' .. pair[1], f17(mk_add[pair[1]][pair[2]]), pair[2])
+-- corrections can take a count back to zero: the pair is then removed, as if never seen
+for _, p in ipairs(mk_pairs) do
+  local delta = mk_add[p[1]][p[2]]
+  if delta ~= 0 then
+    local row = prefix .. 'mk:' .. p[1]
+    if tonumber(redis.call('ZINCRBY', row, f17(delta), p[2])) <= 0 then
+      redis.call('ZREM', row, p[2])
+    end
+  end
 end
 for _, last in ipairs(total_rows) do
-  redis.call('HINCRBYFLOAT', total_key, last, f17(total_add[last]))
+  if total_add[last] ~= 0 and
+      tonumber(redis.call('HINCRBYFLOAT', total_key, last, f17(total_add[last]))) <= 0 then
+    redis.call('HDEL', total_key, last)
+  end
 end
 
 local sequences = {}
 for _, user in ipairs(touched_list) do
   local u = users[user]
   local ukey = prefix .. 'u:' .. user
-  if u.dirty and u.ts_text then
-    redis.call('HSET', ukey, 'seq', u.seq, 'ts', u.ts_text)
-  elseif u.dirty then
-    redis.call('HSET', ukey, 'seq', u.seq)
-  elseif u.ts_text then
+  if u.dirty then
+    redis.call('HSET', ukey, 'seq', u.seq, 'win', u.win)
+    if u.pre ~= nil then
+      redis.call('HSET', ukey, 'pre', u.pre)
+    end
+  end
+  if u.ts_text then
     redis.call('HSET', ukey, 'ts', u.ts_text)
   end
   redis.call('HINCRBY', ukey, 'n', u.n)

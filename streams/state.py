@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -38,28 +40,42 @@ class ApplyResult:
 class ApplyConfig:
     prefix: str
     sequence_length: int
+    reorder_window: int
     half_life_ms: int
     dedupe_ttl_s: int
     allowed_lateness_ms: int
     group: str
-    weights: dict[str, str]  # event type -> weight, as the script reads it
+    weights: tuple[str, str, str]  # weights of view, click, purchase, as the script reads them
 
     @classmethod
     def from_settings(cls, prefix: str, group: str, state: StateSettings) -> ApplyConfig:
         return cls(
             prefix=prefix,
             sequence_length=state.sequence_length,
+            reorder_window=state.reorder_window,
             half_life_ms=int(state.popularity_half_life_s * 1000),
             dedupe_ttl_s=int(state.dedupe_ttl_s),
             allowed_lateness_ms=int(state.allowed_lateness_s * 1000)
             if state.allowed_lateness_s >= 0 else -1,
             group=group,
-            weights={"view": repr(state.weights.view), "click": repr(state.weights.click),
-                     "purchase": repr(state.weights.purchase)},
+            weights=(repr(state.weights.view), repr(state.weights.click),
+                     repr(state.weights.purchase)),
         )
 
 
 FIELD, RECORD = "\x1f", "\x1e"  # ids never hold control characters (streams.events)
+TYPE_RANK: dict[str, int] = {"view": 0, "click": 1, "purchase": 2}
+
+
+def tie_break(event_id: str) -> int:
+    """Last part of the total order of a user's events, after the timestamp and the type
+    rank (view < click < purchase): the CRC-32 of the event id."""
+    return zlib.crc32(event_id.encode())
+
+
+def event_key(event: Event) -> tuple[int, int, int]:
+    """The total order in which a user's events make up their sequence."""
+    return event.ts, TYPE_RANK[event.type], tie_break(event.event_id)
 
 
 def pack_batch(batch: Iterable[Positioned], config: ApplyConfig) -> list[str | int]:
@@ -68,16 +84,16 @@ def pack_batch(batch: Iterable[Positioned], config: ApplyConfig) -> list[str | i
     its partition by number (offsets increase within a partition). One argument for all
     events: the client packs a few arguments per batch instead of eight per event."""
     blocks: dict[tuple[str, int], int] = {}
-    weights = config.weights
     records: list[str] = []
     for p in batch:
         block = blocks.setdefault((p.topic, p.partition), len(blocks) + 1)
         e = p.event
         records.append(f"{block}\x1f{p.offset}\x1f{e.event_id}\x1f{e.user_id}\x1f"
-                       f"{e.item_id}\x1f{e.type}\x1f{e.ts}\x1f{weights[e.type]}")
+                       f"{e.item_id}\x1f{e.type}\x1f{e.ts}\x1f{tie_break(e.event_id)}")
     args: list[str | int] = [
-        config.prefix, config.sequence_length, 0, config.half_life_ms,
-        config.dedupe_ttl_s, config.allowed_lateness_ms, config.group, len(blocks),
+        config.prefix, config.sequence_length, config.reorder_window, config.half_life_ms,
+        config.dedupe_ttl_s, config.allowed_lateness_ms, config.group, *config.weights,
+        len(blocks),
     ]
     for topic, partition in blocks:
         args += [topic, partition]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamrec.settings import StateSettings
 from streams.events import Event
-from streams.state import ApplyConfig, Positioned, pack_batch
+from streams.state import ApplyConfig, Positioned, event_key, pack_batch, tie_break
 
 
 def test_events_keep_arrival_order_and_name_their_partition() -> None:
@@ -13,14 +13,26 @@ def test_events_keep_arrival_order_and_name_their_partition() -> None:
              Positioned("events.view", 0, 5, Event("e1", "v", "j", "view", 1)),
              Positioned("events.click", 1, 11, Event("e0", "u", "k", "purchase", 3))]
     args = pack_batch(batch, config)
-    assert args[:8] == ["sr:", 50, 0, 7 * 86400 * 1000, 86400, 3_600_000, "grp", 2]
-    assert args[8:12] == ["events.click", 1, "events.view", 0]
-    assert args[12] == 3
-    records = [r.split("\x1f") for r in str(args[13]).split("\x1e")]
-    assert records == [["1", "10", "e2", "u", "i", "click", "2", "2.0"],
-                       ["2", "5", "e1", "v", "j", "view", "1", "1.0"],
-                       ["1", "11", "e0", "u", "k", "purchase", "3", "4.0"]]
-    assert len(args) == 14
+    assert args[:11] == ["sr:", 50, 64, 7 * 86400 * 1000, 86400, 3_600_000, "grp",
+                         "1.0", "2.0", "4.0", 2]
+    assert args[11:15] == ["events.click", 1, "events.view", 0]
+    assert args[15] == 3
+    records = [r.split("\x1f") for r in str(args[16]).split("\x1e")]
+    assert records == [["1", "10", "e2", "u", "i", "click", "2", str(tie_break("e2"))],
+                       ["2", "5", "e1", "v", "j", "view", "1", str(tie_break("e1"))],
+                       ["1", "11", "e0", "u", "k", "purchase", "3", str(tie_break("e0"))]]
+    assert len(args) == 17
+
+
+def test_a_users_events_are_ordered_by_time_then_type_then_event_id() -> None:
+    view, click = Event("b", "u", "i", "view", 5), Event("a", "u", "i", "click", 5)
+    purchase, earlier = Event("c", "u", "i", "purchase", 5), Event("z", "u", "j", "purchase", 4)
+    twin = Event("d", "u", "k", "view", 5)
+    ordered = sorted([purchase, twin, click, earlier, view], key=event_key)
+    assert ordered[0] == earlier
+    assert ordered[-2:] == [click, purchase]
+    assert {ordered[1], ordered[2]} == {view, twin}
+    assert tie_break(ordered[1].event_id) < tie_break(ordered[2].event_id)
 
 
 def test_negative_lateness_disables_the_late_rule() -> None:

@@ -1,0 +1,165 @@
+"""The state step's result is a function of the set of events, not of their arrival order.
+
+A user's views, clicks and purchases arrive on three topics; batch boundaries, restarts and
+redeliveries interleave them differently each time. Against the real script on a real Redis:
+any interleaving that keeps each topic's own order, cut into any batches, gives the same
+state, as long as every event arrives before ``reorder_window`` later events of its user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+
+from streamrec.keys import Keys
+from streamrec.settings import StateSettings
+from streams.dump import collect_state
+from streams.events import Event
+from streams.state import ApplyConfig, Positioned, RedisStateStore, event_key
+from tests.conftest import StackInfo
+
+pytestmark = pytest.mark.integration
+
+TYPES = ("view", "click", "purchase")
+
+
+@st.composite
+def user_events(draw: st.DrawFn) -> list[Event]:
+    """A few users' funnels: views, clicks and purchases of a few items, many on one item,
+    with equal timestamps within a user."""
+    events: list[Event] = []
+    n = draw(st.integers(min_value=2, max_value=40))
+    for k in range(n):
+        user = draw(st.sampled_from(("u1", "u2", "u3")))
+        item = draw(st.sampled_from(("a", "b", "c", "d")))
+        kind = draw(st.sampled_from(TYPES))
+        ts = draw(st.integers(min_value=0, max_value=12)) * 1000
+        events.append(Event(f"e{k}", user, item, kind, ts))
+    return events
+
+
+def _by_topic(events: list[Event]) -> dict[str, list[Event]]:
+    """Each topic in its own order: event time, as producers publish."""
+    return {kind: sorted((e for e in events if e.type == kind), key=event_key)
+            for kind in TYPES}
+
+
+def _interleave(topics: dict[str, list[Event]], picks: list[int]) -> list[Positioned]:
+    """Merge the topics, taking from the topic ``picks`` names next (cycling), each topic's
+    records keeping their offsets."""
+    cursors = dict.fromkeys(topics, 0)
+    out: list[Positioned] = []
+    total = sum(len(v) for v in topics.values())
+    k = 0
+    while len(out) < total:
+        live = [t for t in TYPES if cursors[t] < len(topics[t])]
+        topic = live[picks[k % len(picks)] % len(live)] if picks else live[0]
+        k += 1
+        out.append(Positioned(topic, 0, cursors[topic], topics[topic][cursors[topic]]))
+        cursors[topic] += 1
+    return out
+
+
+def _batches(stream: list[Positioned], cuts: list[int]) -> list[list[Positioned]]:
+    bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+    return [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+async def _state(redis: Redis, state: StateSettings, batches: list[list[Positioned]]
+                 ) -> dict[str, Any]:
+    prefix = f"o{uuid.uuid4().hex[:8]}:"
+    keys = Keys(prefix)
+    store = RedisStateStore(redis, ApplyConfig.from_settings(prefix, "g", state))
+    late = 0
+    for batch in batches:
+        late += (await store.apply(batch)).late
+    dump = await collect_state(redis, keys, state.popularity_half_life_s)
+    ids = [x.decode() for x in await redis.lrange(keys.item_ids, 0, -1)]  # type: ignore[misc]
+    for user in dump["users"]:
+        win = await redis.hget(keys.user(user), "win") or b""  # type: ignore[misc]
+        dump["users"][user]["window"] = [
+            (ts, tie, ids[item], rank) for ts, tie, item, rank in struct.iter_unpack("<dIIB", win)]
+    dump["late"] = late
+    return dump
+
+
+def _run(stack: StackInfo, state: StateSettings, *runs: list[list[Positioned]]
+         ) -> list[dict[str, Any]]:
+    async def go() -> list[dict[str, Any]]:
+        redis = Redis.from_url(stack.redis_url)
+        try:
+            return [await _state(redis, state, batches) for batches in runs]
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(go())
+
+
+ORDERED = StateSettings(popularity_half_life_s=3600, allowed_lateness_s=-1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(events=user_events(), picks=st.lists(st.integers(0, 2), max_size=30),
+       cuts=st.lists(st.integers(0, 200), max_size=6))
+def test_any_interleaving_of_the_topics_gives_the_state_of_time_order(
+        stack: StackInfo, events: list[Event], picks: list[int], cuts: list[int]) -> None:
+    topics = _by_topic(events)
+    in_order = sorted((Positioned(e.type, 0, topics[e.type].index(e), e) for e in events),
+                      key=lambda p: event_key(p.event))
+    shuffled = _interleave(topics, picks)
+    reference, other = _run(stack, ORDERED, [in_order], _batches(shuffled, cuts))
+    assert other == reference
+    assert reference["late"] == 0
+
+
+def test_topic_by_topic_backlog_gives_the_state_of_time_order(stack: StackInfo) -> None:
+    """All purchases, then all clicks, then all views (as after an outage), in batches."""
+    rng = random.Random(5)
+    events = [Event(f"f{k}", f"u{rng.randrange(3)}", f"i{rng.randrange(6)}",
+                    rng.choice(TYPES), 1000 * (k // 2)) for k in range(60)]
+    topics = _by_topic(events)
+    in_order = sorted((Positioned(e.type, 0, topics[e.type].index(e), e) for e in events),
+                      key=lambda p: event_key(p.event))
+    backlog = [Positioned(t, 0, n, e) for t in ("purchase", "click", "view")
+               for n, e in enumerate(topics[t])]
+    reference, other = _run(stack, ORDERED, [in_order], _batches(backlog, [7, 19, 30, 44]))
+    assert other == reference
+    assert reference["users"]["u1"]["sequence"], "the users have sequences"
+    assert any(len(row["next"]) > 1 for row in reference["markov"].values())
+
+
+def test_an_event_beyond_the_window_is_late_and_counts_only_in_popularity(
+        stack: StackInfo) -> None:
+    state = StateSettings(popularity_half_life_s=0, allowed_lateness_s=-1, reorder_window=3)
+    newer = [Positioned("view", 0, n, Event(f"n{n}", "u", item, "view", 10 + n))
+             for n, item in enumerate("bcd")]
+    old = [Positioned("purchase", 0, 0, Event("old", "u", "a", "purchase", 1))]
+    (dump,) = _run(stack, state, [newer + old])
+    assert dump["late"] == 1
+    assert dump["users"]["u"]["sequence"] == ["b", "c", "d"]
+    assert dump["users"]["u"]["bought"] == ["a"]
+    assert dump["users"]["u"]["events"] == 4
+    assert dump["popularity"] == {"a": 4, "b": 1, "c": 1, "d": 1}
+    assert "a" not in dump["markov"]
+
+
+def test_an_insert_corrects_the_transition_it_splits(stack: StackInfo) -> None:
+    """a then c arrive; b, between them in time, comes later: a->c is taken back."""
+    state = StateSettings(popularity_half_life_s=0, allowed_lateness_s=-1)
+    a, b, c = (Event(f"x{i}", "u", item, kind, ts) for i, (item, kind, ts) in
+               enumerate([("a", "view", 1), ("b", "click", 2), ("c", "view", 3)]))
+    (dump,) = _run(stack, state, [[Positioned("view", 0, 0, a), Positioned("view", 0, 1, c)],
+                                  [Positioned("click", 0, 0, b)]])
+    assert dump["markov"] == {"a": {"total": 2, "next": {"b": 2}},
+                              "b": {"total": 1, "next": {"c": 1}}}
+    assert dump["users"]["u"]["sequence"] == ["a", "b", "c"]
+    assert dump["late"] == 0
