@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import zlib
-
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources

@@ -9,6 +9,7 @@ state, as long as every event arrives before ``reorder_window`` later events of 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import struct
 import uuid
@@ -70,7 +71,7 @@ def _interleave(topics: dict[str, list[Event]], picks: list[int]) -> list[Positi
 
 def _batches(stream: list[Positioned], cuts: list[int]) -> list[list[Positioned]]:
     bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
-    return [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [stream[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 async def _state(redis: Redis, state: StateSettings, batches: list[list[Positioned]]
