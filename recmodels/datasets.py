@@ -103,9 +103,15 @@ def read_seq_stream(path: Path, seed: int = 0) -> list[Interaction]:
 
 
 def synthetic_stream(n_events: int, n_users: int = 2000, n_items: int = 500,
-                     seed: int = 7, start_ts_ms: int = SEQ_BASE_TS_MS) -> Iterator[Interaction]:
+                     seed: int = 7, start_ts_ms: int = SEQ_BASE_TS_MS,
+                     same_ts: float = 0.1, late: float = 0.02) -> Iterator[Interaction]:
     """Seeded synthetic behaviour: Zipf item popularity, sessions of view -> click -> purchase
-    funnels, and item-to-item locality (next items tend to follow the previous one)."""
+    funnels, and item-to-item locality (next items tend to follow the previous one).
+
+    The product's input mix: about 30% clicks and purchases; a share ``same_ts`` of a
+    session's steps has the timestamp of the step before (equal timestamps within a user);
+    a share ``late`` of events carries a timestamp 1-30 s older than its place in the
+    stream (late events)."""
     rng = random.Random(seed)
     weights = [1.0 / (rank + 1) ** 1.1 for rank in range(n_items)]
     ts = start_ts_ms
@@ -117,8 +123,9 @@ def synthetic_stream(n_events: int, n_users: int = 2000, n_items: int = 500,
         item = rng.choices(range(n_items), weights=weights)[0]
         for _ in range(rng.randint(1, 6)):
             for kind, go_on in (("view", 0.3), ("click", 0.3), ("purchase", 0.0)):
-                ts += rng.randint(50, 2000)
-                yield Interaction(f"syn-{seed}-{made}", user, f"item-{item}", kind, ts)
+                ts += 0 if rng.random() < same_ts else rng.randint(50, 2000)
+                event_ts = ts - rng.randint(1000, 30_000) if rng.random() < late else ts
+                yield Interaction(f"syn-{seed}-{made}", user, f"item-{item}", kind, event_ts)
                 made += 1
                 if made >= n_events or rng.random() >= go_on:
                     break

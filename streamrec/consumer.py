@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -42,11 +42,20 @@ MAX_POLL_INTERVAL_MS = 1_000_000  # a long Redis outage stalls a batch; stay in 
 
 
 class FetchedBatch(list[Record]):
-    """A batch and the assignment it was fetched under (see :class:`DoneOffsets`)."""
+    """A batch, the assignment it was fetched under (see :class:`DoneOffsets`), and what
+    the consumer knew of its partitions when it was fetched."""
 
-    def __init__(self, records: list[Record], assignment: int) -> None:
+    def __init__(self, records: list[Record], assignment: int,
+                 lags: dict[tuple[str, int], int | None] | None = None) -> None:
         super().__init__(records)
         self.assignment = assignment
+        # every assigned partition: records in its log not handed out yet (None: unknown)
+        self.lags: dict[tuple[str, int], int | None] = lags or {}
+        # per partition of the batch, the offset after its last record
+        self.ends: dict[tuple[str, int], int] = {}
+        # set by the event path when it holds records back: the offsets to commit once
+        # this batch is done, instead of those after its records
+        self.offsets: dict[tuple[str, int], int] | None = None
 
 
 class DoneOffsets:
@@ -61,6 +70,12 @@ class DoneOffsets:
 
     def acknowledge(self, batch: Batch) -> None:
         if isinstance(batch, FetchedBatch) and batch.assignment != self.assignment:
+            return
+        if isinstance(batch, FetchedBatch) and batch.offsets is not None:
+            for (topic, partition), offset in batch.offsets.items():
+                tp = TopicPartition(topic, partition)
+                if offset > self._next.get(tp, -1):
+                    self._next[tp] = offset
             return
         for record in batch:
             tp = TopicPartition(record.topic, record.partition)
@@ -121,6 +136,8 @@ class BatchConsumer:
             **aiokafka_options(settings.kafka))
         self._client: AIOKafkaConsumer | None = None
         self._stopping = False
+        self._held: set[TopicPartition] = set()
+        self._waiting = False
 
     def request_stop(self) -> None:
         """No further batch: :meth:`batches` ends within one poll (200 ms), even when the
@@ -156,14 +173,15 @@ class BatchConsumer:
         loop = asyncio.get_running_loop()
         next_commit = loop.time() + self._commit_interval_s
         while not self._stopping:
-            if self._consumer.paused():
-                self._consumer.resume(*self._consumer.paused())
+            resume = set(self._consumer.paused()) - self._held
+            if resume:
+                self._consumer.resume(*resume)
             asked = time.perf_counter()
             fetched = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
             if loop.time() >= next_commit:
                 await self.commit()
                 next_commit = loop.time() + self._commit_interval_s
-            if not fetched or self._stopping:
+            if self._stopping or not (fetched or self._waiting):
                 continue
             # stage ``fetch``: from asking for the next batch to having it (the broker's
             # fetch, and any work of the previous batch that ran meanwhile)
@@ -172,9 +190,32 @@ class BatchConsumer:
             for tp, records in fetched.items():
                 batch.extend(records)
                 self._read[tp] = records[-1].offset
+            batch.lags = await self._lags()
+            batch.ends = {(tp.topic, tp.partition): records[-1].offset + 1
+                          for tp, records in fetched.items()}
             if len(batch) < self._max_records:
                 self._consumer.pause(*self._consumer.assignment())
             yield batch
+            if self._held:
+                self._consumer.pause(*(tp for tp in self._held
+                                       if tp in self._consumer.assignment()))
+
+    def hold(self, partitions: Iterable[tuple[str, int]], waiting: bool) -> None:
+        """Fetch nothing more from these partitions until the next call (the event path
+        holds enough of their records already); ``waiting``: the event path holds records
+        back for a while, so hand it a batch (empty, if need be) after every poll."""
+        self._held = {TopicPartition(t, p) for t, p in partitions}
+        self._waiting = waiting
+
+    async def _lags(self) -> dict[tuple[str, int], int | None]:
+        """Per assigned partition, the records in its log after those handed out, as of
+        the latest fetch response (None before the first)."""
+        lags: dict[tuple[str, int], int | None] = {}
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            lags[(tp.topic, tp.partition)] = None if end is None else \
+                max(0, end - await self._consumer.position(tp))
+        return lags
 
     async def commit(self) -> None:
         if self._client is None:

@@ -127,6 +127,13 @@ class WorkerSettings(BaseModel):
                                    description="longest a fetch waits for data (latency)")
     commit_interval_s: float = Field(
         default=1.0, gt=0, description="how often the offsets of finished batches are committed")
+    max_idle_ms: float = Field(
+        default=0.0, ge=0, description="how long a caught-up input partition with nothing "
+        "fetched holds back its partition group's later events (Kafka Streams' "
+        "max.task.idle.ms); skew within the reorder window needs no waiting")
+    hold_limit: int = Field(
+        default=20_000, ge=1, description="records held per input partition for the "
+        "event-time merge before its fetching pauses")
     offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="where a new consumer group starts reading")
     torch_threads: int = Field(

@@ -149,8 +149,10 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
             store=RedisStateStore(redis, ApplyConfig.from_settings(keys.prefix, w.app_id, st)),
             outbox=outbox, dlq_topic=t.dlq, announce=announce,
             vectors=UserVectorWriter(redis, keys, models),
-            announce_stores_vectors=recommender is not None, read_ahead=read_ahead)
-        work = partial(process_events, path=path, acknowledge=consumer.done.acknowledge)
+            announce_stores_vectors=recommender is not None, read_ahead=read_ahead,
+            idle_ms=w.max_idle_ms, hold_limit=w.hold_limit)
+        work = partial(process_events, path=path, acknowledge=consumer.done.acknowledge,
+                       hold=consumer.hold)
 
         async def forget_watermarks(missing: list[str]) -> None:
             await redis_call("reset_watermarks",

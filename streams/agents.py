@@ -1,7 +1,9 @@
 """The event path: validate, apply the batch to the state, announce.
 
 One Kafka hop per event: each batch from the input topics (:mod:`streamrec.consumer`) is
-decoded and validated (bad messages to the DLQ), applied to the state in one atomic step
+decoded and validated (bad messages to the DLQ), merged by event time with what is held of
+the other input topics' same partition (:mod:`streams.merge`), applied to the state in one
+atomic step
 whose watermarks are the input partitions, and then announced for every user it touched:
 serving inline (role ``all``) or a user update for the serving workers (role ``stream``).
 Everything a batch produces is delivered before the batch is acknowledged (in the
@@ -22,12 +24,13 @@ from typing import Any
 from recmodels.online import FreshVectors
 from serving.state_reader import Snapshot
 from streamrec import metrics
-from streamrec.consumer import Batch, Record
+from streamrec.consumer import Batch, FetchedBatch, Record
 from streamrec.errors import InvalidEvent
 from streamrec.outbox import InOrderDelivery, Outbox, Records
 from streamrec.retry import redis_call
 from streams.dlq import Source, dlq_record
 from streams.events import decode_event
+from streams.merge import EventTimeMerge, Partition
 from streams.state import Positioned, StateStore, event_key
 from streams.user_updates import UserUpdate
 from streams.user_vectors import UserVectorWriter
@@ -48,6 +51,8 @@ class Prepared:
 Announce = Callable[[Sequence[UserUpdate], Records, Prepared], Awaitable[None]]
 # sends serving's read of these users' state; the future parses the reply
 ReadAhead = Callable[[list[str]], Awaitable[asyncio.Future[Snapshot]]]
+# partitions whose fetching pauses (enough held), and whether anything is held back
+Hold = Callable[[list[Partition], bool], None]
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,11 @@ class EventPath:
     # role all: sends serving's read of the users' state as soon as the batch is applied,
     # so that Redis runs it while the users are encoded; the future parses the reply
     read_ahead: ReadAhead | None = None
+    # the event-time merge of the input partitions (streams.merge): how long a caught-up
+    # partition with nothing buffered holds its group back, and how many records held per
+    # partition stop its fetching
+    idle_ms: float = 0.0
+    hold_limit: int = 20_000
 
 
 def _source(record: Record) -> Source:
@@ -93,19 +103,12 @@ async def validate(batch: Batch, path: EventPath, out: Records) -> list[Position
         accepted[event.type] += 1
     for kind, n in accepted.items():
         metrics.EVENTS.labels(type=kind, outcome="accepted").inc(n)
-    # In the state's own order (event time, type, tie-break), most events of the batch
-    # append to their user's window; the state step also inserts any that come out of order.
-    valid.sort(key=_event_key)
     return valid
 
 
 def _broker_ms(record: Record) -> int | None:
     """The record's timestamp (ms); None when it has none (-1)."""
     return record.timestamp if record.timestamp is not None and record.timestamp > 0 else None
-
-
-def _event_key(p: Positioned) -> tuple[int, int, int]:
-    return event_key(p.event)
 
 
 async def _dead_letter(path: EventPath, err: InvalidEvent, raw: bytes | None, record: Record,
@@ -115,9 +118,42 @@ async def _dead_letter(path: EventPath, err: InvalidEvent, raw: bytes | None, re
     metrics.EVENTS.labels(type=topic_type or "unknown", outcome="invalid").inc()
 
 
+class Synchroniser:
+    """The event-time merge of the batches' input partitions (:mod:`streams.merge`), and
+    the offsets that are safe to commit while it holds records back."""
+
+    def __init__(self, path: EventPath, hold: Hold | None) -> None:
+        self._merge = EventTimeMerge(idle_ms=path.idle_ms)
+        self._hold_limit = path.hold_limit
+        self._hold = hold
+        self._assignment: int | None = None
+        self._ends: dict[Partition, int] = {}
+
+    def release(self, batch: Batch, valid: list[Positioned]) -> list[Positioned]:
+        """The events to apply now, in event-time order; sets the batch's offsets."""
+        if not isinstance(batch, FetchedBatch):  # no partition information: apply as is
+            return sorted(valid, key=lambda p: event_key(p.event))
+        merge = self._merge
+        if batch.assignment != self._assignment:  # revoked: the new owner reads them again
+            merge.clear()
+            self._ends.clear()
+            self._assignment = batch.assignment
+        merge.add(valid)
+        out = merge.release(batch.lags, time.monotonic() * 1000)
+        self._ends.update(batch.ends)
+        limits = merge.commit_limits()
+        batch.offsets = {part: limits.get(part, end) for part, end in self._ends.items()}
+        if self._hold is not None:
+            self._hold([part for part in limits if merge.held(part) >= self._hold_limit],
+                       bool(limits))
+        return out
+
+
 async def process_events(batches: AsyncIterator[Batch], path: EventPath,
-                         acknowledge: Callable[[Batch], None]) -> None:
-    """Validate, apply atomically, announce every user of the batch, deliver, acknowledge.
+                         acknowledge: Callable[[Batch], None],
+                         hold: Hold | None = None) -> None:
+    """Validate, merge by event time, apply atomically, announce every user of the batch,
+    deliver, acknowledge.
 
     Two stages overlap:
     while batch k is announced (lists computed and published), batch k + 1 is validated
@@ -126,12 +162,13 @@ async def process_events(batches: AsyncIterator[Batch], path: EventPath,
     """
     delivery = InOrderDelivery()
     announcing: asyncio.Future[None] | None = None
+    synchroniser = Synchroniser(path, hold)
     try:
         async for batch in batches:
             out = path.outbox.records()
             _observe_queue(batch)
             start = time.perf_counter()
-            positioned = await validate(batch, path, out)
+            positioned = synchroniser.release(batch, await validate(batch, path, out))
             metrics.STAGE_SECONDS.labels(stage="ingest").observe(time.perf_counter() - start)
             updates, prepared = await _apply(positioned, path) if positioned else \
                 ([], Prepared())

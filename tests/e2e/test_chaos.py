@@ -8,17 +8,15 @@ from collections.abc import Iterator
 import pytest
 
 from infra.chaos import ChaosRunner
-from recmodels.datasets import Interaction, read_seq_stream, synthetic_stream
-from tests.conftest import SHARED_DATA
+from recmodels.datasets import Interaction, synthetic_stream
 
 pytestmark = pytest.mark.e2e
 
 
 def _events(n: int) -> list[Interaction]:
-    games = SHARED_DATA / "games" / "Video.txt"
-    if games.is_file():
-        return read_seq_stream(games)[:n]
-    return list(synthetic_stream(n))
+    """The product's mix: views, clicks and purchases on their three topics, equal
+    timestamps within a user, late events (recmodels.datasets.synthetic_stream)."""
+    return list(synthetic_stream(n, seed=31))
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ rebalancing) and end with the same Redis state as one worker."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 import urllib.request
 from collections.abc import Callable
@@ -12,9 +11,9 @@ from collections.abc import Callable
 import pytest
 
 from infra.processes import WorkerProcess
-from recmodels.datasets import read_seq_stream, synthetic_stream
+from recmodels.datasets import synthetic_stream
 from streamrec.replay import publish
-from tests.conftest import SHARED_DATA, Pipeline, applied_count, metric_sum, state_of
+from tests.conftest import Pipeline, applied_count, metric_sum, state_of
 
 pytestmark = pytest.mark.e2e
 
@@ -22,10 +21,8 @@ N = 8000
 
 
 def _events() -> list:
-    games = SHARED_DATA / "games" / "Video.txt"
-    if games.is_file():
-        return read_seq_stream(games)[:N]
-    return [dataclasses.replace(e, type="view") for e in synthetic_stream(N)]
+    """The product's mix of views, clicks and purchases on three topics."""
+    return list(synthetic_stream(N, seed=41))
 
 
 
