@@ -23,9 +23,15 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from streams.state import Positioned, event_key
+from streams.state import TYPE_RANK, Positioned
 
 Partition = tuple[str, int]  # (topic, partition)
+
+
+def _order(p: Positioned) -> tuple[int, int, str]:
+    """Event time, then type: the state's own order up to its tie-break (the state step
+    orders equal keys itself; this order only makes most of its updates appends)."""
+    return p.event.ts, TYPE_RANK[p.event.type], p.event.event_id
 
 
 @dataclass
@@ -58,7 +64,7 @@ class EventTimeMerge:
         out: list[Positioned] = []
         for parts in groups.values():
             out += self._release_group(parts, lags, now_ms)
-        out.sort(key=lambda p: event_key(p.event))
+        out.sort(key=_order)
         return out
 
     def _blocks(self, part: Partition, lags: Mapping[Partition, int | None],
@@ -82,16 +88,19 @@ class EventTimeMerge:
         empty = [part for part in parts if not held.get(part)]
         if any(self._blocks(part, lags, now_ms) for part in empty):
             return []
+        if self.idle_ms <= 0 and all(lags.get(part, 0) == 0 for part in parts):
+            # caught up everywhere (live operation): nothing can hold the group back
+            return [p for part in parts for p in held.pop(part, ())]
         # k-way merge by the heads until a partition that empties holds the group back
         out: list[Positioned] = []
-        heap = [(event_key(held[part][0].event), part) for part in parts if held.get(part)]
+        heap = [(_order(held[part][0]), part) for part in parts if held.get(part)]
         heapq.heapify(heap)
         while heap:
             _, part = heapq.heappop(heap)
             queue = held[part]
             out.append(queue.popleft())
             if queue:
-                heapq.heappush(heap, (event_key(queue[0].event), part))
+                heapq.heappush(heap, (_order(queue[0]), part))
             elif self._blocks(part, lags, now_ms):
                 break
         return out
