@@ -83,9 +83,10 @@ CHILD_FAUST = "faust-consume"
 ITEMS = 5_000  # catalogue of every phase
 
 
-def _events(n: int, users: int, seed: int = 7) -> list[bytes]:
-    """Views only: all of them go to events.view (a click on that topic would be rejected)."""
-    return [event_payload(dataclasses.replace(e, type="view"))
+def _events(n: int, users: int, seed: int = 7, mix: str = "views") -> list[bytes]:
+    """``views``: every event a view, all on events.view; ``mixed``: the product's mix of
+    views, clicks and purchases (each to its own topic, see :func:`_fill`)."""
+    return [event_payload(e if mix == "mixed" else dataclasses.replace(e, type="view"))
             for e in synthetic_stream(n, n_users=users, n_items=ITEMS, seed=seed)]
 
 
@@ -98,15 +99,18 @@ async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         await admin.close()
 
 
-async def _fill(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
+async def _fill(bootstrap: str, topic: str | None, payloads: list[bytes]) -> None:
+    """Publish keyed by user to ``topic``, or (None) each event to its type's input topic."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
                                 max_batch_size=512 * 1024)
     await producer.start()
     try:
         pending = []
         for raw in payloads:
-            key = orjson.loads(raw)["user_id"].encode()
-            pending.append(await producer.send(topic, raw, key=key))
+            event = orjson.loads(raw)
+            key = event["user_id"].encode()
+            pending.append(await producer.send(topic or f"events.{event['type']}", raw,
+                                               key=key))
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -216,19 +220,27 @@ async def _published_lists(bootstrap: str, topic: str) -> list[tuple[float, dict
 
 def _check_outcome(payloads: list[bytes], lists: list[tuple[float, dict[str, Any]]],
                    redis: Redis, before: int) -> dict[str, int]:
-    """Every event applied exactly once; every user's last event triggered a list."""
+    """Every event applied exactly once; every user got a list triggered by one of their
+    latest events (in event time: the backlog is applied in event-time order)."""
     stats = {k.decode() if isinstance(k, bytes) else k: int(v)
              for k, v in redis.hgetall(Keys().stats).items()}
-    last_event: dict[str, str] = {}
+    latest: dict[str, tuple[int, set[str]]] = {}
     for raw in payloads:
         body = orjson.loads(raw)
-        last_event[body["user_id"]] = body["event_id"]
-    triggers = {(body["user_id"], body["trigger"]["event_id"]) for _, body in lists}
-    missing = sum((user, event_id) not in triggers for user, event_id in last_event.items())
+        ts, ids = latest.get(body["user_id"], (-1, set()))
+        if body["ts"] > ts:
+            latest[body["user_id"]] = (body["ts"], {body["event_id"]})
+        elif body["ts"] == ts:
+            ids.add(body["event_id"])
+    triggered: dict[str, set[str]] = {}
+    for _, body in lists:
+        triggered.setdefault(body["user_id"], set()).add(body["trigger"]["event_id"])
+    missing = sum(not ids & triggered.get(user, set()) for user, (_, ids) in latest.items())
+    last_event = latest
     applied = stats.get("applied", 0) - before
     if applied != len(payloads) or missing:
         raise RuntimeError(f"full path incomplete: applied {applied} of {len(payloads)}, "
-                           f"{missing} users without a list for their last event")
+                           f"{missing} users without a list for their latest event")
     return {"applied": applied, "users": len(last_event), "lists": len(lists)}
 
 
@@ -437,14 +449,14 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
     try:
         pin_worker(worker.start().pid)
         worker.wait_ready()
-        asyncio.run(_fill(bootstrap, "events.view", warmup))
+        asyncio.run(_fill(bootstrap, None, warmup))
         wait_applied(redis, len(warmup), worker)
         model = train_and_load(env, http, train_budget_s) if train_budget_s > 0 else "markov"
         time.sleep(1.0)  # the warm-up's last lists
         # (c) reads a backlog, like (a) and (b): the worker stops, the n events are
         # published, and a new worker in the same group resumes after the warm-up.
         worker.stop()
-        asyncio.run(_fill(bootstrap, "events.view", payloads))
+        asyncio.run(_fill(bootstrap, None, payloads))
         worker = WorkerProcess(env, run, role="all")
         pin_worker(worker.start().pid)
         base = len(warmup)
@@ -511,6 +523,10 @@ def main() -> int:
         return 0
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--mix", choices=("views", "mixed"), default="mixed",
+                   help="(c)'s events: the product's view/click/purchase mix on three topics "
+                        "(mixed), or views only on events.view; (a) and (b) read the same "
+                        "events from one topic either way")
     p.add_argument("--out", default="out/pipeline")
     p.add_argument("--warmup", type=int, default=20_000,
                    help="events applied before the run (the model is trained on them)")
@@ -550,7 +566,7 @@ def main() -> int:
         info = client.info()
     redis_server = f"{info['redis_version']} ({info['mem_allocator']})"
     bootstrap = f"127.0.0.1:{kafka}"
-    payloads = _events(args.events, args.users)
+    payloads = _events(args.events, args.users, mix=args.mix)
     try:
         # (a) and (b) read a topic with as many partitions as (c)'s input topic
         asyncio.run(_create_topic(bootstrap, "bench.in", args.partitions))
@@ -558,7 +574,8 @@ def main() -> int:
         raw = asyncio.run(raw_passthrough(bootstrap, "bench.in", args.events))
         faust_s = faust_consume(bootstrap, "bench.in", args.events, run, args.loop)
         full, paced = full_path(kafka, redis_port, payloads, run, args.loop,
-                                _events(args.warmup, args.users, seed=11), args.train_budget,
+                                _events(args.warmup, args.users, seed=11, mix=args.mix),
+                                args.train_budget,
                                 args.paced_seconds, args.paced_fraction, args.partitions,
                                 args.linger_ms,
                                 stack.service("kafka").pid,
@@ -569,7 +586,7 @@ def main() -> int:
     rates = {"raw_aiokafka": args.events / raw, "faust_consume_only": args.events / faust_s,
              "streamrec_full_path": args.events / full["seconds"]}
     result = {
-        "events": args.events, "loop": args.loop, "worker_pinned": args.pin,
+        "events": args.events, "mix": args.mix, "loop": args.loop, "worker_pinned": args.pin,
         "machine": f"{os.cpu_count()} cores, embedded Tansu + Redis {redis_server}",
         "redis_server": redis_server,
         "redis_config": args.redis_config,
