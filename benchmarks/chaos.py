@@ -1,8 +1,11 @@
 """Chaos check: SIGKILL the stream worker K times (and optionally stop Redis) during a
 replay; the final state must equal a clean run's, key for key.
 
-    python benchmarks/chaos.py --data ../shared/data/games/Video.txt --events 50000 \
-        --kills 5 --seeds 1 2 3 --out out/chaos
+    python benchmarks/chaos.py --events 50000 --kills 5 --seeds 1 2 3 --out out/chaos
+
+The events are the product's mix (``synthetic``: views, clicks and purchases on their
+three topics, equal timestamps within a user, late events); ``--data Video.txt`` replays
+Amazon Games (all views) instead.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import sys
 from pathlib import Path
 
 from infra.chaos import ChaosRunner
-from recmodels.datasets import read_seq_stream
+from recmodels.datasets import read_seq_stream, synthetic_stream
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--data", default="../shared/data/games/Video.txt")
+    p.add_argument("--data", default="synthetic",
+                   help="'synthetic' (the product's mix) or a 'user item' file (Games)")
     p.add_argument("--events", type=int, default=50_000)
     p.add_argument("--kills", type=int, default=5)
     p.add_argument("--redis-outage", type=float, default=0.0,
@@ -32,7 +36,8 @@ def main() -> int:
     for noisy in ("aiokafka", "kafka", "infra.stack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    events = read_seq_stream(Path(args.data))[: args.events]
+    events = list(synthetic_stream(args.events, seed=args.seeds[0])) \
+        if args.data == "synthetic" else read_seq_stream(Path(args.data))[: args.events]
     verdicts = []
     with ChaosRunner(events) as runner:
         for seed in args.seeds:
