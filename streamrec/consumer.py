@@ -72,10 +72,8 @@ class DoneOffsets:
         if isinstance(batch, FetchedBatch) and batch.assignment != self.assignment:
             return
         if isinstance(batch, FetchedBatch) and batch.offsets is not None:
-            for (topic, partition), offset in batch.offsets.items():
-                tp = TopicPartition(topic, partition)
-                if offset > self._next.get(tp, -1):
-                    self._next[tp] = offset
+            self.restore({TopicPartition(topic, partition): offset
+                          for (topic, partition), offset in batch.offsets.items()})
             return
         for record in batch:
             tp = TopicPartition(record.topic, record.partition)
@@ -89,7 +87,8 @@ class DoneOffsets:
         return {tp: offset for tp, offset in done.items() if tp in owned}
 
     def restore(self, offsets: dict[TopicPartition, int]) -> None:
-        """Offsets whose commit failed: committed with the next ones."""
+        """Offsets to commit with the next ones (a failed commit's, or a batch's own);
+        each partition's only moves forward."""
         for tp, offset in offsets.items():
             if offset > self._next.get(tp, -1):
                 self._next[tp] = offset

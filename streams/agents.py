@@ -30,8 +30,8 @@ from streamrec.outbox import InOrderDelivery, Outbox, Records
 from streamrec.retry import redis_call
 from streams.dlq import Source, dlq_record
 from streams.events import decode_event
-from streams.merge import EventTimeMerge, Partition
-from streams.state import TYPE_RANK, Positioned, StateStore
+from streams.merge import EventTimeMerge, Partition, order_key
+from streams.state import Positioned, StateStore
 from streams.user_updates import UserUpdate
 from streams.user_vectors import UserVectorWriter
 
@@ -132,7 +132,7 @@ class Synchroniser:
     def release(self, batch: Batch, valid: list[Positioned]) -> list[Positioned]:
         """The events to apply now, in event-time order; sets the batch's offsets."""
         if not isinstance(batch, FetchedBatch):  # no partition information: apply as is
-            return sorted(valid, key=lambda p: (p.event.ts, TYPE_RANK[p.event.type]))
+            return sorted(valid, key=order_key)
         merge = self._merge
         if batch.assignment != self._assignment:  # revoked: the new owner reads them again
             merge.clear()

@@ -28,7 +28,7 @@ from streams.state import TYPE_RANK, Positioned
 Partition = tuple[str, int]  # (topic, partition)
 
 
-def _order(p: Positioned) -> tuple[int, int, str]:
+def order_key(p: Positioned) -> tuple[int, int, str]:
     """Event time, then type: the state's own order up to its tie-break (the state step
     orders equal keys itself; this order only makes most of its updates appends)."""
     return p.event.ts, TYPE_RANK[p.event.type], p.event.event_id
@@ -64,7 +64,7 @@ class EventTimeMerge:
         out: list[Positioned] = []
         for parts in groups.values():
             out += self._release_group(parts, lags, now_ms)
-        out.sort(key=_order)
+        out.sort(key=order_key)
         return out
 
     def _blocks(self, part: Partition, lags: Mapping[Partition, int | None],
@@ -93,14 +93,14 @@ class EventTimeMerge:
             return [p for part in parts for p in held.pop(part, ())]
         # k-way merge by the heads until a partition that empties holds the group back
         out: list[Positioned] = []
-        heap = [(_order(held[part][0]), part) for part in parts if held.get(part)]
+        heap = [(order_key(held[part][0]), part) for part in parts if held.get(part)]
         heapq.heapify(heap)
         while heap:
             _, part = heapq.heappop(heap)
             queue = held[part]
             out.append(queue.popleft())
             if queue:
-                heapq.heappush(heap, (_order(queue[0]), part))
+                heapq.heappush(heap, (order_key(queue[0]), part))
             elif self._blocks(part, lags, now_ms):
                 break
         return out

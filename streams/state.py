@@ -72,11 +72,6 @@ def tie_break(event_id: str) -> int:
     return zlib.crc32(event_id.encode())
 
 
-def event_key(event: Event) -> tuple[int, int, int]:
-    """The total order in which a user's events make up their sequence."""
-    return event.ts, TYPE_RANK[event.type], tie_break(event.event_id)
-
-
 def pack_batch(batch: Iterable[Positioned], config: ApplyConfig) -> list[str | int]:
     """ARGV for ``apply_batch.lua``: the partitions, then the number of events and the
     events in arrival order as one string (records split by RS, fields by US), each naming

@@ -24,8 +24,9 @@ from streamrec.keys import Keys
 from streamrec.settings import StateSettings
 from streams.dump import collect_state
 from streams.events import Event
-from streams.state import ApplyConfig, Positioned, RedisStateStore, event_key
+from streams.state import ApplyConfig, Positioned, RedisStateStore
 from tests.conftest import StackInfo
+from tests.event_order import event_key
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from streamrec.settings import StateSettings
 from streams.events import Event
-from streams.state import ApplyConfig, Positioned, event_key, pack_batch, tie_break
+from streams.state import ApplyConfig, Positioned, pack_batch, tie_break
+from tests.event_order import event_key
 
 
 def test_events_keep_arrival_order_and_name_their_partition() -> None:
