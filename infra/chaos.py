@@ -40,6 +40,8 @@ class RunReport:
     applied: int
     kills: list[int] = field(default_factory=list)  # events applied when each kill landed
     redis_outage_s: float = 0.0
+    redis_crashes: list[int] = field(default_factory=list)  # events applied at each crash
+    lost_on_crash: list[int] = field(default_factory=list)  # applied events Redis lost
 
 
 @dataclass
@@ -104,7 +106,8 @@ class ChaosRunner:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
-    def _run(self, name: str, kills: int, rng: random.Random, redis_outage_s: float
+    def _run(self, name: str, kills: int, rng: random.Random, redis_outage_s: float,
+             redis_crashes: int = 0, lose_writes: bool = False
              ) -> tuple[RunReport, dict[str, Any]]:
         tag = uuid.uuid4().hex[:8]
         values = _settings_values(f"127.0.0.1:{self.kafka_port}", self.redis_url, tag,
@@ -137,6 +140,12 @@ class ChaosRunner:
                 time.sleep(redis_outage_s)
                 self.stack.up(kafka_port=self.kafka_port, redis_port=self.redis_port)
                 report.redis_outage_s = redis_outage_s
+            n = len(self.events)
+            for threshold in sorted(rng.sample(range(n // 10, int(n * 0.7)), redis_crashes)):
+                self._wait_applied(settings, threshold, worker, poll_s=0.01)
+                self._crash_redis(settings, worker, report, lose_writes, rng)
+                log.info("run=%s redis crashed at %d applied events, lost %d", name,
+                         report.redis_crashes[-1], report.lost_on_crash[-1])
             report.applied = self._wait_applied(settings, len(self.events), worker)
             time.sleep(1.0)  # anything applied twice would show up now
             report.applied = self._applied(settings)
@@ -144,6 +153,33 @@ class ChaosRunner:
         finally:
             worker.stop()
         return report, asyncio.run(self._collect(settings))
+
+    def _crash_redis(self, settings: Settings, worker: WorkerProcess, report: RunReport,
+                     lose_writes: bool, rng: random.Random) -> None:
+        """SIGKILL Redis and restart it from its append-only file. ``lose_writes``: from a
+        copy of that file taken a while before, as a machine crash with ``appendfsync
+        everysec`` loses what was acknowledged but not yet on disk (a process kill alone
+        loses nothing the kernel already has)."""
+        aof = [p for p in self.stack.run_dir.iterdir() if p.name.startswith("appendonly")]
+        copy = self.run_dir / "aof-copy"
+        applied_at_copy = self._applied(settings)
+        if lose_writes:
+            shutil.rmtree(copy, ignore_errors=True)
+            copy.mkdir()
+            for path in aof:
+                (shutil.copytree if path.is_dir() else shutil.copy2)(path, copy / path.name)
+            self._wait_applied(settings, applied_at_copy + rng.randrange(200, 1000), worker,
+                               poll_s=0.01)
+        report.redis_crashes.append(self._applied(settings))
+        self.stack.stop_service("redis", crash=True)
+        if lose_writes:
+            for path in aof:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            for path in copy.iterdir():
+                (shutil.copytree if path.is_dir() else shutil.copy2)(path,
+                                                                     self.stack.run_dir / path.name)
+        self.stack.up(kafka_port=self.kafka_port, redis_port=self.redis_port)
+        report.lost_on_crash.append(report.redis_crashes[-1] - self._applied(settings))
 
     def _applied(self, settings: Settings) -> int:
         async def read() -> int:
@@ -180,9 +216,11 @@ class ChaosRunner:
         finally:
             await redis.aclose()
 
-    def check(self, seed: int, kills: int, redis_outage_s: float = 0.0) -> Verdict:
+    def check(self, seed: int, kills: int, redis_outage_s: float = 0.0,
+              redis_crashes: int = 0, lose_writes: bool = False) -> Verdict:
         clean, clean_state = self._run("clean", 0, random.Random(seed), 0.0)
-        chaos, chaos_state = self._run("chaos", kills, random.Random(seed), redis_outage_s)
+        chaos, chaos_state = self._run("chaos", kills, random.Random(seed), redis_outage_s,
+                                       redis_crashes, lose_writes)
         differing = diff_states(clean_state, chaos_state)
         return Verdict(seed=seed, identical=not differing, differing_keys=differing[:100],
                        clean=clean, chaos=chaos)

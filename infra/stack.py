@@ -265,14 +265,15 @@ class Stack:
     def down(self) -> list[str]:
         return [name for name in ("kafka", "redis") if self.stop_service(name)]
 
-    def stop_service(self, name: str, grace_s: float = 5.0) -> bool:
-        """Stop one service (SIGTERM, then SIGKILL); True when it was running."""
+    def stop_service(self, name: str, grace_s: float = 5.0, crash: bool = False) -> bool:
+        """Stop one service (SIGTERM, then SIGKILL; ``crash``: SIGKILL at once, as a crash
+        would); True when it was running."""
         pid = self._read_int(self._pid_file(name))
         hint = "tansu" if name == "kafka" else "redis"
         was_running = pid is not None and _pid_alive(pid, hint)
         if pid is not None and was_running:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
+                os.killpg(pid, signal.SIGKILL if crash else signal.SIGTERM)
             deadline = time.monotonic() + grace_s
             while time.monotonic() < deadline and _pid_alive(pid, hint):
                 _reap(pid)

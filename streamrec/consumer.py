@@ -51,7 +51,8 @@ class FetchedBatch(list[Record]):
         self.assignment = assignment
         # every assigned partition: records in its log not handed out yet (None: unknown)
         self.lags: dict[tuple[str, int], int | None] = lags or {}
-        # per partition of the batch, the offset after its last record
+        # per partition of the batch, the offsets of its first record and after its last
+        self.starts: dict[tuple[str, int], int] = {}
         self.ends: dict[tuple[str, int], int] = {}
         # set by the event path when it holds records back: the offsets to commit once
         # this batch is done, instead of those after its records
@@ -170,7 +171,7 @@ class BatchConsumer:
         that arrived since the last one, and every tiny batch would pay a fetch, a state
         step and a round of scoring (and the broker a fetch) for a few events."""
         loop = asyncio.get_running_loop()
-        next_commit = loop.time() + self._commit_interval_s
+        next_commit = next_check = loop.time() + self._commit_interval_s
         while not self._stopping:
             resume = set(self._consumer.paused()) - self._held
             if resume:
@@ -180,16 +181,23 @@ class BatchConsumer:
             if loop.time() >= next_commit:
                 await self.commit()
                 next_commit = loop.time() + self._commit_interval_s
-            if self._stopping or not (fetched or self._waiting):
+            idle_check = loop.time() >= next_check  # an empty batch now and then: the
+            # event path checks the state's watermarks even when nothing comes
+            if self._stopping or not (fetched or self._waiting or idle_check):
                 continue
+            next_check = loop.time() + self._commit_interval_s
             # stage ``fetch``: from asking for the next batch to having it (the broker's
             # fetch, and any work of the previous batch that ran meanwhile)
-            metrics.STAGE_SECONDS.labels(stage="fetch").observe(time.perf_counter() - asked)
+            if fetched:
+                metrics.STAGE_SECONDS.labels(stage="fetch").observe(
+                    time.perf_counter() - asked)
             batch = FetchedBatch([], self.done.assignment)
             for tp, records in fetched.items():
                 batch.extend(records)
                 self._read[tp] = records[-1].offset
             batch.lags = await self._lags()
+            batch.starts = {(tp.topic, tp.partition): records[0].offset
+                            for tp, records in fetched.items()}
             batch.ends = {(tp.topic, tp.partition): records[-1].offset + 1
                           for tp, records in fetched.items()}
             if len(batch) < self._max_records:
@@ -205,6 +213,18 @@ class BatchConsumer:
         back for a while, so hand it a batch (empty, if need be) after every poll."""
         self._held = {TopicPartition(t, p) for t, p in partitions}
         self._waiting = waiting
+
+    def rewind(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Read these partitions again from these offsets (the state lost what was applied
+        after them); nothing is held back any more."""
+        owned = self._consumer.assignment()
+        for (topic, partition), offset in offsets.items():
+            tp = TopicPartition(topic, partition)
+            if tp in owned:
+                self._consumer.seek(tp, offset)
+                self._read[tp] = offset - 1
+        self._held = set()
+        self._waiting = False
 
     async def _lags(self) -> dict[tuple[str, int], int | None]:
         """Per assigned partition, the records in its log after those handed out, as of

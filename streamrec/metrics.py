@@ -16,7 +16,12 @@ EVENTS = Counter("streamrec_events_total", "Events by type and outcome "
                  "(accepted, invalid at ingest; applied, duplicate, below_watermark, late at "
                  "state)", ["type", "outcome"])
 DLQ = Counter("streamrec_dlq_total", "Messages sent to the dead-letter topic", ["reason"])
-LATE = Counter("streamrec_late_events_total", "Events older than allowed_lateness")
+LATE = Counter("streamrec_late_events_total",
+               "Events beyond the reorder bound (reorder window or allowed lateness): counted "
+               "in popularity, not in sequences or transitions")
+STATE_REWINDS = Counter("streamrec_state_rewinds_total",
+                        "Times the state was found behind what was applied (Redis lost "
+                        "writes) and its partitions were read again from its watermarks")
 DUPLICATES = Counter("streamrec_duplicate_events_total",
                      "Events skipped as duplicates (event_id seen or offset below watermark)")
 STATE_BATCH_SECONDS = Histogram("streamrec_state_batch_seconds",

@@ -152,7 +152,7 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
             announce_stores_vectors=recommender is not None, read_ahead=read_ahead,
             idle_ms=w.max_idle_ms, hold_limit=w.hold_limit)
         work = partial(process_events, path=path, acknowledge=consumer.done.acknowledge,
-                       hold=consumer.hold)
+                       hold=consumer.hold, rewind=consumer.rewind)
 
         async def forget_watermarks(missing: list[str]) -> None:
             await redis_call("reset_watermarks",

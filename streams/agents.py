@@ -31,7 +31,7 @@ from streamrec.retry import redis_call
 from streams.dlq import Source, dlq_record
 from streams.events import decode_event
 from streams.merge import EventTimeMerge, Partition, order_key
-from streams.state import Positioned, StateStore
+from streams.state import Positioned, Progress, StateRegressed, StateStore
 from streams.user_updates import UserUpdate
 from streams.user_vectors import UserVectorWriter
 
@@ -53,6 +53,8 @@ Announce = Callable[[Sequence[UserUpdate], Records, Prepared], Awaitable[None]]
 ReadAhead = Callable[[list[str]], Awaitable[asyncio.Future[Snapshot]]]
 # partitions whose fetching pauses (enough held), and whether anything is held back
 Hold = Callable[[list[Partition], bool], None]
+# read these partitions again from these offsets
+Rewind = Callable[[dict[Partition, int]], None]
 
 
 @dataclass(frozen=True)
@@ -118,40 +120,77 @@ async def _dead_letter(path: EventPath, err: InvalidEvent, raw: bytes | None, re
     metrics.EVENTS.labels(type=topic_type or "unknown", outcome="invalid").inc()
 
 
-class Synchroniser:
-    """The event-time merge of the batches' input partitions (:mod:`streams.merge`), and
-    the offsets that are safe to commit while it holds records back."""
+@dataclass(frozen=True)
+class Release:
+    """What a batch lets through: the events to apply now, and the input partitions whose
+    progress the state step records (and checks)."""
 
-    def __init__(self, path: EventPath, hold: Hold | None) -> None:
+    events: list[Positioned]
+    progress: dict[Partition, Progress]
+
+
+class Synchroniser:
+    """The event-time merge of the batches' input partitions (:mod:`streams.merge`), the
+    offsets that are safe to commit while it holds records back, and what this worker
+    knows was applied of each partition (the state's watermarks must not be below it)."""
+
+    def __init__(self, path: EventPath, hold: Hold | None, rewind: Rewind | None) -> None:
         self._merge = EventTimeMerge(idle_ms=path.idle_ms)
         self._hold_limit = path.hold_limit
         self._hold = hold
+        self._rewind = rewind
         self._assignment: int | None = None
         self._ends: dict[Partition, int] = {}
+        self._applied: dict[Partition, int] = {}  # offsets up to these are in the state
 
-    def release(self, batch: Batch, valid: list[Positioned]) -> list[Positioned]:
+    def release(self, batch: Batch, valid: list[Positioned]) -> Release:
         """The events to apply now, in event-time order; sets the batch's offsets."""
         if not isinstance(batch, FetchedBatch):  # no partition information: apply as is
-            return sorted(valid, key=order_key)
+            return Release(sorted(valid, key=order_key), {})
         merge = self._merge
         if batch.assignment != self._assignment:  # revoked: the new owner reads them again
-            merge.clear()
-            self._ends.clear()
+            self._forget()
             self._assignment = batch.assignment
+        for part, first in batch.starts.items():
+            self._applied.setdefault(part, first - 1)  # the committed offsets are applied
         merge.add(valid)
-        out = merge.release(batch.lags, time.monotonic() * 1000)
+        events = merge.release(batch.lags, time.monotonic() * 1000)
         self._ends.update(batch.ends)
         limits = merge.commit_limits()
         batch.offsets = {part: limits.get(part, end) for part, end in self._ends.items()}
         if self._hold is not None:
             self._hold([part for part in limits if merge.held(part) >= self._hold_limit],
                        bool(limits))
-        return out
+        # every partition this worker applied is checked, so a state that lost writes is
+        # found even for partitions that have nothing new (idle batches come every second)
+        progress = {part: Progress(applied, max(applied, batch.offsets.get(part, 0) - 1))
+                    for part, applied in self._applied.items()}
+        return Release(events, progress)
+
+    def applied(self, release: Release) -> None:
+        for part, known in release.progress.items():
+            self._applied[part] = known.reached
+
+    def rewind(self, lost: StateRegressed) -> None:
+        """Read again what was not applied: the partitions the state lost from its
+        watermarks, every other one from after what this worker applied of it (the records
+        held and those of the dropped batch)."""
+        offsets = {part: applied + 1 for part, applied in self._applied.items()}
+        for part, wm in lost.watermarks.items():
+            offsets[part] = min(offsets.get(part, wm + 1), wm + 1)
+        self._forget()
+        if self._rewind is not None:
+            self._rewind(offsets)
+
+    def _forget(self) -> None:
+        self._merge.clear()
+        self._ends.clear()
+        self._applied.clear()
 
 
 async def process_events(batches: AsyncIterator[Batch], path: EventPath,
                          acknowledge: Callable[[Batch], None],
-                         hold: Hold | None = None) -> None:
+                         hold: Hold | None = None, rewind: Rewind | None = None) -> None:
     """Validate, merge by event time, apply atomically, announce every user of the batch,
     deliver, acknowledge.
 
@@ -159,19 +198,34 @@ async def process_events(batches: AsyncIterator[Batch], path: EventPath,
     while batch k is announced (lists computed and published), batch k + 1 is validated
     and applied, so Python and Redis work at the same time. Announcements run in batch
     order, one at a time; each batch is acknowledged once its records are delivered.
+    A state found behind what was applied (Redis lost writes) drops the batch and reads
+    its partitions again from the state's watermarks (``rewind``).
     """
     delivery = InOrderDelivery()
     announcing: asyncio.Future[None] | None = None
-    synchroniser = Synchroniser(path, hold)
+    synchroniser = Synchroniser(path, hold, rewind)
     try:
         async for batch in batches:
             out = path.outbox.records()
             _observe_queue(batch)
             start = time.perf_counter()
-            positioned = synchroniser.release(batch, await validate(batch, path, out))
+            release = synchroniser.release(batch, await validate(batch, path, out))
             metrics.STAGE_SECONDS.labels(stage="ingest").observe(time.perf_counter() - start)
-            updates, prepared = await _apply(positioned, path) if positioned else \
-                ([], Prepared())
+            try:
+                if release.events:
+                    updates, prepared = await _apply(release, path)
+                else:  # the watermarks alone: moved past dead letters, and checked
+                    updates, prepared = [], Prepared()
+                    if release.progress:
+                        await redis_call("apply_batch",
+                                         partial(path.store.apply, [], release.progress))
+            except StateRegressed as lost:
+                log.warning("state behind what was applied (redis lost writes?); reading "
+                            "again from its watermarks partitions=%s", lost.watermarks)
+                metrics.STATE_REWINDS.inc()
+                synchroniser.rewind(lost)
+                continue
+            synchroniser.applied(release)
             if announcing is not None:
                 await announcing
             announcing = asyncio.ensure_future(
@@ -201,13 +255,14 @@ async def _announce(path: EventPath, updates: list[UserUpdate], prepared: Prepar
     await delivery.hand_over(out, acknowledge)
 
 
-async def _apply(positioned: list[Positioned],
-                 path: EventPath) -> tuple[list[UserUpdate], Prepared]:
+async def _apply(release: Release, path: EventPath) -> tuple[list[UserUpdate], Prepared]:
     """The state step; returns one update per user of the batch, redelivered ones included
     (a crash between the state step and the announcement must not leave a user without a
     list for the new state), and what it prepared for the announcement."""
     start = time.perf_counter()
-    result = await redis_call("apply_batch", partial(path.store.apply, positioned))
+    positioned = release.events
+    result = await redis_call("apply_batch",
+                              partial(path.store.apply, positioned, release.progress))
     metrics.STATE_BATCH_SECONDS.observe(time.perf_counter() - start)
     metrics.STATE_BATCH_EVENTS.observe(len(positioned))
     _count(result.applied, result.duplicates + result.below_watermark, result.late)

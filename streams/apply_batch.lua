@@ -16,13 +16,16 @@
 --   4 popularity half-life ms (0: none)
 --   5 dedupe TTL s (0: off)  6 allowed lateness ms (<0: off)  7 watermark group
 --   8, 9, 10 weights of view, click, purchase  11 number of partitions B, then
---   B x (topic, partition), then the number of events N,
+--   B x (topic, partition, expected watermark, new watermark; -1: none), then the
+--   number of events N,
 --   then one string of N records in arrival order (offsets increase within each
 --   partition), split by RS (\30), each: partition number 1..B, offset, event_id, user_id,
 --   item_id, type, ts, tie (crc32 of event_id), split by US (\31) (ids hold no
 --   control characters).
--- Returns {applied, below_watermark, duplicates, late, online_hits, online_evaluations,
--- {user, packed sequence, ...} of the users this batch changed}:
+-- Returns {-1, partition number, its watermark, ...} when a partition's watermark is below
+-- the expected one (nothing applied), else {applied, below_watermark, duplicates, late,
+-- online_hits, online_evaluations, {user, packed sequence, ...} of the users this batch
+-- changed}:
 -- an event that moves a user to a new item is an online evaluation of the list last served
 -- to that user (sr:served:{user}, packed indexes, written by serving; read only here), and
 -- a hit when its item was in that list.
@@ -312,12 +315,25 @@ local function apply(user, item, etype, ts_text, tie)
   u.dirty = true
 end
 
-local wm_keys, wms, highs = {}, {}, {}
+-- Each partition's watermark must be at least what the worker knows was applied before
+-- (expect): a state that lost applied writes (a Redis crash losing its last writes) is
+-- refused before anything is written, with its watermarks, so that the worker reads
+-- those partitions again from there.
+local wm_keys, wms, highs, targets = {}, {}, {}, {}
+local regressed = {-1}
 local i = 12
 for b = 1, nblocks do
   wm_keys[b] = prefix .. 'wm:' .. group .. ':' .. ARGV[i] .. ':' .. ARGV[i + 1]
   wms[b] = tonumber(redis.call('GET', wm_keys[b]) or '-1')
-  i = i + 2
+  if wms[b] < tonumber(ARGV[i + 2]) then
+    regressed[#regressed + 1] = b
+    regressed[#regressed + 1] = wms[b]
+  end
+  targets[b] = tonumber(ARGV[i + 3])
+  i = i + 4
+end
+if #regressed > 1 then
+  return regressed
 end
 local nevents = tonumber(ARGV[i])
 local records = ARGV[i + 1]
@@ -356,8 +372,9 @@ for n = 1, nevents do
   end
 end
 for b = 1, nblocks do
-  if highs[b] ~= nil and tonumber(highs[b]) > wms[b] then
-    redis.call('SET', wm_keys[b], highs[b])
+  local high = math.max(tonumber(highs[b] or '-1'), targets[b])
+  if high > wms[b] then
+    redis.call('SET', wm_keys[b], string.format('%d', high))
   end
 end
 

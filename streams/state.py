@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Protocol
 
 from redis.asyncio import Redis
 
+from streamrec.errors import StreamrecError
 from streamrec.settings import StateSettings
 from streams.events import Event
 
@@ -72,12 +73,33 @@ def tie_break(event_id: str) -> int:
     return zlib.crc32(event_id.encode())
 
 
-def pack_batch(batch: Iterable[Positioned], config: ApplyConfig) -> list[str | int]:
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What the worker knows of one input partition around a state step: every offset up
+    to ``expected`` was applied (or skipped) before, and every offset up to ``reached`` is
+    once this step is applied (-1: nothing known)."""
+
+    expected: int
+    reached: int
+
+
+class StateRegressed(StreamrecError):
+    """The state lost applied writes (a Redis crash with writes not yet on disk): its
+    watermarks, per partition, are below what this worker applied. Nothing was applied;
+    those partitions must be read again from ``watermarks[p] + 1``."""
+
+    def __init__(self, watermarks: dict[tuple[str, int], int]) -> None:
+        super().__init__(f"state watermarks behind what was applied: {watermarks}")
+        self.watermarks = watermarks
+
+
+def pack_batch(batch: Iterable[Positioned], config: ApplyConfig,
+               progress: Mapping[tuple[str, int], Progress] | None = None) -> list[str | int]:
     """ARGV for ``apply_batch.lua``: the partitions, then the number of events and the
     events in arrival order as one string (records split by RS, fields by US), each naming
     its partition by number (offsets increase within a partition). One argument for all
     events: the client packs a few arguments per batch instead of eight per event."""
-    blocks: dict[tuple[str, int], int] = {}
+    blocks: dict[tuple[str, int], int] = {part: n for n, part in enumerate(progress or {}, 1)}
     records: list[str] = []
     for p in batch:
         block = blocks.setdefault((p.topic, p.partition), len(blocks) + 1)
@@ -89,14 +111,18 @@ def pack_batch(batch: Iterable[Positioned], config: ApplyConfig) -> list[str | i
         config.dedupe_ttl_s, config.allowed_lateness_ms, config.group, *config.weights,
         len(blocks),
     ]
-    for topic, partition in blocks:
-        args += [topic, partition]
+    none = Progress(-1, -1)
+    for part in blocks:
+        known = progress.get(part, none) if progress else none
+        args += [part[0], part[1], known.expected, known.reached]
     args += [len(records), RECORD.join(records)]
     return args
 
 
 class StateStore(Protocol):
-    async def apply(self, batch: Sequence[Positioned]) -> ApplyResult: ...
+    async def apply(self, batch: Sequence[Positioned],
+                    progress: Mapping[tuple[str, int], Progress] | None = None
+                    ) -> ApplyResult: ...
 
 
 _SCRIPT = resources.files("streams").joinpath("apply_batch.lua").read_text()
@@ -110,10 +136,20 @@ class RedisStateStore:
         self._config = config
         self._script = redis.register_script(_SCRIPT)
 
-    async def apply(self, batch: Sequence[Positioned]) -> ApplyResult:
-        if not batch:
+    async def apply(self, batch: Sequence[Positioned],
+                    progress: Mapping[tuple[str, int], Progress] | None = None
+                    ) -> ApplyResult:
+        """Apply the events (and move the watermarks of ``progress``); raises
+        :class:`StateRegressed` when a watermark is below its expected value."""
+        if not batch and not progress:
             return ApplyResult(0, 0, 0, 0)
-        out = await self._script(args=pack_batch(batch, self._config))
+        args = pack_batch(batch, self._config, progress)
+        out = await self._script(args=args)
+        if int(out[0]) == -1:
+            first = 11  # ARGV index (0-based) of the first partition's topic
+            raise StateRegressed({
+                (str(args[first + 4 * (b - 1)]), int(args[first + 4 * (b - 1) + 1])): int(wm)
+                for b, wm in zip(out[1::2], out[2::2], strict=True)})
         flat = out[6]
         sequences = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
         applied, below, dups, late, hits, evaluations = (int(x) for x in out[:6])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -12,7 +13,7 @@ from streamrec.keys import Keys
 from streamrec.settings import StateSettings
 from streams.dump import collect_state
 from streams.events import Event
-from streams.state import ApplyConfig, Positioned, RedisStateStore
+from streams.state import ApplyConfig, Positioned, Progress, RedisStateStore, StateRegressed
 from tests.conftest import StackInfo
 
 pytestmark = pytest.mark.integration
@@ -105,3 +106,52 @@ def test_a_reset_log_is_applied_although_its_offsets_are_below_the_watermark(
     assert (again.applied, again.below_watermark) == (0, 5)
     assert (reset.applied, reset.below_watermark) == (3, 0)
     assert dump["users"]["v"]["sequence"] == ["j0", "j1", "j2"]
+
+
+def test_a_state_behind_what_was_applied_is_refused_untouched(stack: StackInfo) -> None:
+    """The worker applied up to offset 1 of partition ev/0; a state whose watermark is
+    still 0 lost writes (a Redis crash): nothing is applied and the watermark it has is
+    reported, so the worker reads the partition again from offset 1."""
+    state = StateSettings(popularity_half_life_s=0)
+    first = _events(("u", "a", "view", 1))
+    later = [Positioned("ev", 0, 2, Event("id-2", "u", "c", "view", 3))]
+
+    async def go() -> tuple[StateRegressed, dict[str, Any]]:
+        redis = Redis.from_url(stack.redis_url)
+        prefix = f"s{uuid.uuid4().hex[:6]}:"
+        store = RedisStateStore(redis, ApplyConfig.from_settings(prefix, "g", state))
+        await store.apply(first, {("ev", 0): Progress(-1, 0)})
+        with pytest.raises(StateRegressed) as lost:
+            await store.apply(later, {("ev", 0): Progress(1, 2)})
+        dump = await collect_state(redis, Keys(prefix), 0)
+        await redis.aclose()
+        return lost.value, dump
+
+    lost, dump = asyncio.run(go())
+    assert lost.watermarks == {("ev", 0): 0}
+    assert dump["items"] == ["a"] and dump["users"]["u"]["events"] == 1
+
+
+def test_progress_moves_the_watermark_past_records_without_events(stack: StackInfo) -> None:
+    """Offsets 1-4 were invalid (dead-lettered): the watermark still reaches 4, so a
+    redelivery of offset 3 is skipped and the next check expects 4."""
+    state = StateSettings(popularity_half_life_s=0, dedupe_ttl_s=0)
+    first = _events(("u", "a", "view", 1))
+    again = [Positioned("ev", 0, 3, Event("id-3", "u", "b", "view", 2))]
+    (one, two), dump = _run_with_progress(stack, state, (first, {("ev", 0): Progress(-1, 4)}),
+                                          (again, {("ev", 0): Progress(4, 4)}))
+    assert (one.applied, two.applied, two.below_watermark) == (1, 0, 1)
+    assert dump["items"] == ["a"]
+
+
+def _run_with_progress(stack: StackInfo, state: StateSettings, *steps: Any) -> Any:
+    async def go() -> Any:
+        redis = Redis.from_url(stack.redis_url)
+        prefix = f"s{uuid.uuid4().hex[:6]}:"
+        store = RedisStateStore(redis, ApplyConfig.from_settings(prefix, "g", state))
+        results = [await store.apply(batch, progress) for batch, progress in steps]
+        dump = await collect_state(redis, Keys(prefix), state.popularity_half_life_s)
+        await redis.aclose()
+        return results, dump
+
+    return asyncio.run(go())

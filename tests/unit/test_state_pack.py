@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamrec.settings import StateSettings
 from streams.events import Event
-from streams.state import ApplyConfig, Positioned, pack_batch, tie_break
+from streams.state import ApplyConfig, Positioned, Progress, pack_batch, tie_break
 from tests.event_order import event_key
 
 
@@ -16,13 +16,21 @@ def test_events_keep_arrival_order_and_name_their_partition() -> None:
     args = pack_batch(batch, config)
     assert args[:11] == ["sr:", 50, 64, 7 * 86400 * 1000, 86400, 3_600_000, "grp",
                          "1.0", "2.0", "4.0", 2]
-    assert args[11:15] == ["events.click", 1, "events.view", 0]
-    assert args[15] == 3
-    records = [r.split("\x1f") for r in str(args[16]).split("\x1e")]
+    assert args[11:19] == ["events.click", 1, -1, -1, "events.view", 0, -1, -1]
+    assert args[19] == 3
+    records = [r.split("\x1f") for r in str(args[20]).split("\x1e")]
     assert records == [["1", "10", "e2", "u", "i", "click", "2", str(tie_break("e2"))],
                        ["2", "5", "e1", "v", "j", "view", "1", str(tie_break("e1"))],
                        ["1", "11", "e0", "u", "k", "purchase", "3", str(tie_break("e0"))]]
-    assert len(args) == 17
+    assert len(args) == 21
+
+
+def test_progress_names_its_partitions_first_with_their_watermarks() -> None:
+    config = ApplyConfig.from_settings("sr:", "grp", StateSettings())
+    batch = [Positioned("events.view", 0, 5, Event("e1", "v", "j", "view", 1))]
+    args = pack_batch(batch, config, {("events.click", 2): Progress(9, 12)})
+    assert args[10:19] == [2, "events.click", 2, 9, 12, "events.view", 0, -1, -1]
+    assert str(args[20]).split("\x1f")[0] == "2"  # the view names its partition: number 2
 
 
 def test_a_users_events_are_ordered_by_time_then_type_then_event_id() -> None:
