@@ -269,6 +269,7 @@ class Stack:
         """Stop one service (SIGTERM, then SIGKILL; ``crash``: SIGKILL at once, as a crash
         would); True when it was running."""
         pid = self._read_int(self._pid_file(name))
+        port = self._read_int(self._port_file(name))
         hint = "tansu" if name == "kafka" else "redis"
         was_running = pid is not None and _pid_alive(pid, hint)
         if pid is not None and was_running:
@@ -282,6 +283,10 @@ class Stack:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
             _reap(pid)
+            # a process on its way out has lost its command line before its sockets
+            deadline = time.monotonic() + grace_s
+            while port is not None and not port_is_free(port) and time.monotonic() < deadline:
+                time.sleep(0.02)
         self._clean(name)
         return was_running
 
