@@ -35,7 +35,7 @@ def test_two_kills_leave_the_state_of_a_clean_run(runner: ChaosRunner) -> None:
 
 def test_redis_down_for_10_s_loses_and_doubles_nothing(runner: ChaosRunner) -> None:
     verdict = runner.check(seed=12, kills=0, redis_outage_s=10)
-    assert verdict.chaos.redis_outage_s == 10
+    assert verdict.chaos.seconds >= 10, "the outage fell within the replay"
     assert verdict.differing_keys == []
     assert verdict.chaos.applied == 5000
 

@@ -12,6 +12,7 @@ import pytest
 
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
+from streamrec.settings import Settings
 from tests.conftest import (
     ROOT,
     StackInfo,
@@ -19,6 +20,7 @@ from tests.conftest import (
     flatten_env,
     kafka_producer,
     pipeline_settings,
+    state_of,
 )
 
 pytestmark = pytest.mark.integration
@@ -43,8 +45,11 @@ def test_worker_survives_a_broker_restart(tmp_path: Path) -> None:
     info = StackInfo(free_port(), free_port())
     stack = Stack(tmp_path / "stack")
     stack.up(kafka_port=info.kafka_port, redis_port=info.redis_port)
+    # dedupe off: only the reset of the lost topics' watermarks lets the new offsets
+    # (which start at 0 again, below the old watermarks) be applied
     values = pipeline_settings(info, worker={"topic_check_interval_s": 1.0,
-                                             "data_dir": str(tmp_path / "faust")})
+                                             "data_dir": str(tmp_path / "faust")},
+                               state={"dedupe_ttl_s": 0})
     env = dict(os.environ, **flatten_env(values), PYTHONPATH=str(ROOT),
                STREAMREC_METRICS__PORT="0")
     worker = WorkerProcess(env, tmp_path)
@@ -56,15 +61,23 @@ def test_worker_survives_a_broker_restart(tmp_path: Path) -> None:
         time.sleep(2)
         stack.up(kafka_port=info.kafka_port, redis_port=info.redis_port)
         deadline = time.monotonic() + 90
+        # the worker recreates the lost topics (resetting their watermarks) before anything
+        # is published to them, as a producer would otherwise create them itself
+        while "recreated" not in worker.log_tail(50_000) and time.monotonic() < deadline:
+            time.sleep(0.2)
         ok = False
         while not ok and time.monotonic() < deadline:
+            user = f"after-{uuid.uuid4().hex}"
             try:
-                ok = _roundtrip(info.bootstrap, values["topics"], f"after-{uuid.uuid4().hex}", 8)
+                ok = _roundtrip(info.bootstrap, values["topics"], user, 8)
             except Exception:  # the broker may still be coming up
                 time.sleep(1)
         assert ok, worker.log_tail()
         assert worker.running
         assert "recreated" in worker.log_tail(50_000)
+        users = state_of(Settings.model_validate(values))["users"]
+        assert users[user]["sequence"] == ["x"], "the event after the restart was applied"
+        assert users["before"]["sequence"] == ["x"]
     finally:
         worker.stop()
         stack.down()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -9,8 +10,10 @@ from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from serving.message import validate
+from streamrec.keys import Keys
 from tests.conftest import Pipeline, TopicReader, kafka_producer, metric_sum
 
 pytestmark = pytest.mark.integration
@@ -27,6 +30,36 @@ def _recs_for(reader: TopicReader, user: str, timeout: float) -> list[dict]:
     reader.poll_until(lambda ms: any(orjson.loads(m.value)["user_id"] == user for m in ms),
                       timeout)
     return [v for v in reader.values() if v["user_id"] == user]
+
+
+def _lag_topics(pipeline: Pipeline, timeout: float) -> set[str]:
+    """The topics with a ``streamrec_consumer_lag_messages`` series (exported every
+    ``lag_interval_s``)."""
+    import re
+    import urllib.request
+
+    port = pipeline.workers[0].env["STREAMREC_METRICS__PORT"]
+    deadline = time.monotonic() + timeout
+    topics: set[str] = set()
+    while time.monotonic() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        topics = set(re.findall(r'^streamrec_consumer_lag_messages\{[^}]*topic="([^"]+)"',
+                                text.decode(), flags=re.M))
+        if len(topics) >= 3:
+            break
+        time.sleep(0.5)
+    return topics
+
+
+def _item_count(pipeline: Pipeline) -> int:
+    async def read() -> int:
+        redis = Redis.from_url(pipeline.settings.redis.url)
+        try:
+            return int(await redis.llen(Keys(pipeline.settings.redis.prefix).item_ids))
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(read())
 
 
 def test_new_user_view_gets_v1_recommendation_within_5_seconds(pipeline: Pipeline) -> None:
@@ -60,8 +93,13 @@ def test_new_user_view_gets_v1_recommendation_within_5_seconds(pipeline: Pipelin
     assert ids, "a new user gets a non-empty list"
     assert "warm-a" not in ids, "the item just seen is never recommended"
     assert ids[0] == "warm-b"  # warm-a -> warm-b is the only observed transition
-    assert message["items"][0]["reasons"][0] == {"kind": "markov", "after": "warm-a",
-                                                 "p": message["items"][0]["reasons"][0]["p"]}
+    # P(warm-b | warm-a) with additive smoothing alpha over the catalogue (Markov row
+    # warm-a: one view of warm-b, weight 1)
+    alpha = pipeline.settings.serving.markov_smoothing
+    n_items = _item_count(pipeline)
+    assert message["items"][0]["reasons"][0] == {
+        "kind": "markov", "after": "warm-a",
+        "p": pytest.approx((1 + alpha) / (1 + alpha * n_items), rel=1e-4)}
 
 
 MALFORMED: list[tuple[str, str, bytes, str, str]] = [
@@ -148,7 +186,8 @@ def test_online_hit_rate_counts_a_followed_recommendation(pipeline: Pipeline) ->
     producer.close()
     assert metric_sum(pipeline.workers[0], "streamrec_online_evaluations_total") == evaluations + 1
     assert metric_sum(pipeline.workers[0], "streamrec_online_hits_total") == hits + 1
-    assert metric_sum(pipeline.workers[0], "streamrec_consumer_lag_messages") >= 0
+    assert _lag_topics(pipeline, 12) >= {t.view, t.click, t.purchase}, \
+        "consumer lag is exported for every input topic"
     assert metric_sum(pipeline.workers[0], 'streamrec_stage_seconds_count') > 0
     # the broker's share is visible: every batch observes how long its fetch took
     assert metric_sum(pipeline.workers[0], 'streamrec_stage_seconds_count{stage="fetch"}') > 0
