@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test unit integration demo ops-check lint typecheck stack-up stack-down clean
+.PHONY: help venv test unit integration demo ops-check lint typecheck mutation stack-up stack-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,16 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy --strict on the packages and the benchmarks
 	$(VENV)/bin/mypy
 	MYPYPATH=benchmarks $(VENV)/bin/mypy --strict benchmarks/*.py
+
+MUTATE := streams/events.py,streams/merge.py,streams/dlq.py
+MUTATION_TESTS := tests/unit/test_events.py tests/unit/test_merge.py tests/unit/test_state_pack.py tests/unit/test_event_path.py
+
+mutation: $(STAMP) ## mutation testing: mutmut (validation, merge) and the state script's sweep
+	$(PY) -m pip install -q -e '.[mutation]'
+	$(VENV)/bin/mutmut run --paths-to-mutate $(MUTATE) --tests-dir tests/unit \
+	  --runner "$(PY) -m pytest -q -x -p no:cacheprovider $(MUTATION_TESTS)" || true
+	$(VENV)/bin/mutmut results
+	$(PY) benchmarks/lua_mutation.py --out out/lua_mutation
 
 stack-up: $(STAMP) ## start the embedded broker (9092) and Redis (6379) in .run/stack
 	$(VENV)/bin/streamrec stack up
