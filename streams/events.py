@@ -1,14 +1,13 @@
 """Event schema v1 (contract): decoding, validation and normalisation of input events.
 
-This module owns the wire format of behaviour events and of the normalised events on
-``streamrec.events``. Every rule failure raises :class:`InvalidEvent` with a stable
-``reason`` code (used as a metric label and in the DLQ record) and the field at fault.
+This module owns the wire format of behaviour events. Every rule failure raises
+:class:`InvalidEvent` with a stable ``reason`` code (used as a metric label and in the DLQ
+record) and the field at fault.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,22 +39,6 @@ class Event:
     props: dict[str, Any] | None = None
     received: int | None = None  # broker timestamp (ms) of the input message, set at ingest
 
-    def to_json(self) -> bytes:
-        body: dict[str, Any] = {
-            "event_id": self.event_id,
-            "user_id": self.user_id,
-            "item_id": self.item_id,
-            "type": self.type,
-            "ts": self.ts,
-        }
-        if self.session_id is not None:
-            body["session_id"] = self.session_id
-        if self.props is not None:
-            body["props"] = self.props
-        if self.received is not None:
-            body["rx"] = self.received
-        return orjson.dumps(body)
-
 
 def derive_event_id(user_id: str, item_id: str, type_: str, ts: int) -> str:
     """Stable id for events that come without one, so replays dedupe."""
@@ -73,9 +56,7 @@ def _identifier(body: dict[str, Any], field: str, required: bool) -> str | None:
     value = body[field]
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise InvalidEvent("bad_type", field, f"expected a string, got {type(value).__name__}")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidEvent("bad_type", field, "expected a string, got a non-finite number")
+    if isinstance(value, float):  # finite: orjson refuses NaN and infinities (not_json)
         text = str(int(value)) if value.is_integer() else repr(value)
     else:
         text = str(value)
@@ -181,11 +162,3 @@ def decode_event(raw: bytes | None, topic_type: str | None = None,
         event_id = derive_event_id(user_id, item_id, type_, ts)
     return Event(event_id=event_id, user_id=user_id, item_id=item_id, type=type_, ts=ts,
                  session_id=session_id, props=props, received=broker_ts)
-
-
-def load_normalised(raw: bytes) -> Event:
-    """Read an event from ``streamrec.events`` (already validated by the ingest agent)."""
-    body = orjson.loads(raw)
-    return Event(event_id=body["event_id"], user_id=body["user_id"], item_id=body["item_id"],
-                 type=body["type"], ts=body["ts"], session_id=body.get("session_id"),
-                 props=body.get("props"), received=body.get("rx"))

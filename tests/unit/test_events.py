@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamrec.errors import InvalidEvent
-from streams.events import decode_event, derive_event_id, load_normalised
+from streams.events import MAX_PROPS_BYTES, MAX_TS_MS, decode_event, derive_event_id
 
 
 def _raw(**body: object) -> bytes:
@@ -24,7 +24,57 @@ def test_valid_event_is_normalised() -> None:
     assert (event.user_id, event.item_id, event.type) == ("42", "9", "view")
     assert event.ts == 1_700_000_000_000
     assert event.props == {"p": 1}
-    assert load_normalised(event.to_json()) == event
+    assert (event.event_id, event.session_id) == ("e-1", "s")
+
+
+@pytest.mark.parametrize("kind", ["view", "click", "purchase"])
+def test_each_type_is_accepted_from_its_own_topic(kind: str) -> None:
+    event = decode_event(_raw(user_id="u", item_id="i", type=kind, ts=5), topic_type=kind)
+    assert (event.type, event.ts) == (kind, 5)
+
+
+@pytest.mark.parametrize(("ts", "expected"), [(0, 0), (MAX_TS_MS, MAX_TS_MS),
+                                              ("1700000000000", 1_700_000_000_000),
+                                              (1.7e12, 1_700_000_000_000)])
+def test_timestamps_at_the_edges_of_the_range_are_accepted(ts: object, expected: int) -> None:
+    assert decode_event(_raw(user_id="u", item_id="i", type="view", ts=ts)).ts == expected
+
+
+@pytest.mark.parametrize("ts", [-1, MAX_TS_MS + 1, [1], {"t": 1}])
+def test_timestamps_out_of_range_or_of_another_kind_are_rejected(ts: object) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        decode_event(_raw(user_id="u", item_id="i", type="view", ts=ts))
+    assert (err.value.reason, err.value.field) == ("bad_timestamp", "ts")
+
+
+def test_props_up_to_the_limit_are_accepted_one_byte_more_is_not() -> None:
+    overhead = len(orjson.dumps({"p": ""}))
+    fits = {"p": "x" * (MAX_PROPS_BYTES - overhead)}
+    assert decode_event(_raw(user_id="u", item_id="i", type="view", ts=1, props=fits)).props \
+        == fits
+    with pytest.raises(InvalidEvent) as err:
+        decode_event(_raw(user_id="u", item_id="i", type="view", ts=1,
+                          props={"p": fits["p"] + "x"}))
+    assert (err.value.reason, err.value.field) == ("props_too_large", "props")
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"user_id": True, "item_id": "i", "type": "view", "ts": 1}, "user_id"),
+    ({"user_id": "u", "item_id": "i", "type": 3, "ts": 1}, "type"),
+    ({"user_id": "u", "item_id": ["i"], "type": "view", "ts": 1}, "item_id"),
+])
+def test_values_of_the_wrong_kind_are_bad_type(body: dict[str, object], field: str) -> None:
+    raw = json.dumps(body).encode()
+    with pytest.raises(InvalidEvent) as err:
+        decode_event(raw)
+    assert (err.value.reason, err.value.field) == ("bad_type", field)
+
+
+def test_a_derived_event_id_is_stable_across_versions() -> None:
+    """Replays of events without an id dedupe only while the derivation stays the same."""
+    assert derive_event_id("u", "i", "click", 123) == \
+        "d-" + __import__("hashlib").blake2b(b"u\x1fi\x1fclick\x1f123",
+                                              digest_size=16).hexdigest()
 
 
 def test_missing_ts_takes_broker_timestamp_and_missing_id_is_stable() -> None:
