@@ -58,9 +58,10 @@ class StateSettings(BatchSettings):
     weights: EventWeights = EventWeights()
     sequence_length: int = Field(default=50, ge=1, description="L: recent items kept per user")
     reorder_window: int = Field(
-        default=64, ge=1, le=4096,
-        description="W: a user's last events kept in event-time order; an event that arrives "
-                    "after W later events of its user is late (see README, Guarantees)")
+        default=30, ge=1, le=4096,
+        description="W: a user's last events kept in event-time order (17 bytes each; 30 "
+                    "keeps the user hash in Redis' compact encoding); an event that arrives "
+                    "after W later events of its user is late (see docs/guarantees.md)")
     markov_row_size: int = Field(
         default=30, ge=1, description="K: successors read per Markov row (top K by count)")
     popularity_half_life_s: float = Field(

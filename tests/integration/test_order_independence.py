@@ -105,7 +105,8 @@ def _run(stack: StackInfo, state: StateSettings, *runs: list[list[Positioned]]
     return asyncio.run(go())
 
 
-ORDERED = StateSettings(popularity_half_life_s=3600, allowed_lateness_s=-1)
+# a window wider than any user's events here: every interleaving is within the bound
+ORDERED = StateSettings(popularity_half_life_s=3600, allowed_lateness_s=-1, reorder_window=64)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,

@@ -14,7 +14,7 @@ def test_events_keep_arrival_order_and_name_their_partition() -> None:
              Positioned("events.view", 0, 5, Event("e1", "v", "j", "view", 1)),
              Positioned("events.click", 1, 11, Event("e0", "u", "k", "purchase", 3))]
     args = pack_batch(batch, config)
-    assert args[:11] == ["sr:", 50, 64, 7 * 86400 * 1000, 86400, 3_600_000, "grp",
+    assert args[:11] == ["sr:", 50, 30, 7 * 86400 * 1000, 86400, 3_600_000, "grp",
                          "1.0", "2.0", "4.0", 2]
     assert args[11:19] == ["events.click", 1, -1, -1, "events.view", 0, -1, -1]
     assert args[19] == 3
