@@ -58,10 +58,13 @@ def main() -> int:
     p.add_argument("--from-marker", default="-- Each user's events are kept as a window",
                    help="mutate from the line holding this text to the end of the script")
     p.add_argument("--limit", type=int, help="run at most this many mutants")
+    p.add_argument("--lines", type=int, nargs="+",
+                   help="only the mutants of these script lines (survivors, again)")
     args = p.parse_args()
     source = (ROOT / SCRIPT).read_text().splitlines(keepends=True)
     first = next(n for n, line in enumerate(source, 1) if args.from_marker in line)
-    todo = mutants(source, first, len(source))[: args.limit]
+    todo = [m for m in mutants(source, first, len(source))
+            if not args.lines or m[0] in args.lines][: args.limit]
     scratch = Path(tempfile.mkdtemp(prefix="streamrec-lua-mutation-"))
     tree = scratch / "p"
     shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(

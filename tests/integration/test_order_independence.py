@@ -166,3 +166,21 @@ def test_an_insert_corrects_the_transition_it_splits(stack: StackInfo) -> None:
                               "b": {"total": 1, "next": {"c": 1}}}
     assert dump["users"]["u"]["sequence"] == ["a", "b", "c"]
     assert dump["late"] == 0
+
+
+def test_an_insert_after_evictions_gives_the_state_of_time_order(stack: StackInfo) -> None:
+    """A window of 3 that has evicted older events (the sequence keeps them): an event
+    arriving behind two newer ones is inserted in place, as if it had come in time."""
+    state = StateSettings(popularity_half_life_s=0, allowed_lateness_s=-1, reorder_window=3)
+    events = [Event(f"w{k}", "u", item, kind, ts) for k, (item, kind, ts) in enumerate(
+        [("a", "view", 1), ("b", "view", 2), ("b", "click", 3), ("c", "view", 4),
+         ("d", "view", 6), ("e", "purchase", 7), ("x", "click", 5)])]
+    in_time = sorted(events, key=event_key)
+    arrived = events  # x (ts 5) arrives after d and e (ts 6, 7)
+    reference, other = _run(stack, state,
+                            [[Positioned("t", 0, n, e) for n, e in enumerate(in_time)]],
+                            [[Positioned("t", 0, n, e)] for n, e in enumerate(arrived)])
+    assert other == reference
+    assert reference["users"]["u"]["sequence"] == ["a", "b", "c", "x", "d", "e"]
+    assert [w[2] for w in reference["users"]["u"]["window"]] == ["x", "d", "e"]
+    assert reference["late"] == 0
