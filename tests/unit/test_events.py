@@ -10,7 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamrec.errors import InvalidEvent
-from streams.events import MAX_PROPS_BYTES, MAX_TS_MS, decode_event, derive_event_id
+from streams.events import decode_event, derive_event_id
+
+MAX_PROPS_BYTES = 4096  # the contract (DESIGN: props at most 4 KiB serialised)
+MAX_TS_MS = 2**53 - 1  # the largest integer every JSON reader keeps exactly
 
 
 def _raw(**body: object) -> bytes:
