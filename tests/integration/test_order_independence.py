@@ -184,3 +184,19 @@ def test_an_insert_after_evictions_gives_the_state_of_time_order(stack: StackInf
     assert reference["users"]["u"]["sequence"] == ["a", "b", "c", "x", "d", "e"]
     assert [w[2] for w in reference["users"]["u"]["window"]] == ["x", "d", "e"]
     assert reference["late"] == 0
+
+
+def test_equal_timestamps_are_ordered_view_click_purchase_whatever_the_arrival(
+        stack: StackInfo) -> None:
+    """At one millisecond a user's view comes before their click and their click before
+    their purchase, whichever topic delivers first (the documented tie-break)."""
+    state = StateSettings(popularity_half_life_s=0, allowed_lateness_s=-1)
+    spec = [(f"p{k}", f"u{k}", kind, item) for k in range(6)
+            for kind, item in (("purchase", "c"), ("click", "b"), ("view", "a"))]
+    arrived = [Positioned(kind, 0, n, Event(eid + kind, user, item, kind, 1000))
+               for n, (eid, user, kind, item) in enumerate(spec)]
+    (dump,) = _run(stack, state, [[p] for p in arrived])
+    for k in range(6):
+        assert dump["users"][f"u{k}"]["sequence"] == ["a", "b", "c"]
+    assert dump["markov"] == {"a": {"total": 12, "next": {"b": 12}},
+                              "b": {"total": 24, "next": {"c": 24}}}
