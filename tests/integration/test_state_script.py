@@ -155,3 +155,42 @@ def _run_with_progress(stack: StackInfo, state: StateSettings, *steps: Any) -> A
         return results, dump
 
     return asyncio.run(go())
+
+
+def test_lateness_is_strictly_more_than_the_allowed(stack: StackInfo) -> None:
+    """Exactly the allowed lateness behind the user's newest event is on time; one
+    millisecond more is late."""
+    hour = 3_600_000
+    batch = _events(("u", "a", "view", 10 * hour), ("u", "b", "view", 9 * hour),
+                    ("u", "c", "view", 9 * hour - 1))
+    (result,), dump = _run(stack, StateSettings(popularity_half_life_s=0,
+                                                allowed_lateness_s=3600), batch)
+    assert result.late == 1
+    assert dump["users"]["u"]["sequence"] == ["b", "a"]
+
+
+def test_sequences_keep_exactly_the_last_l_items_appended_or_inserted(
+        stack: StackInfo) -> None:
+    state = StateSettings(popularity_half_life_s=0, allowed_lateness_s=-1, sequence_length=3)
+    appended = _events(*[("u", item, "view", 10 * ts) for ts, item in enumerate("abcde", 1)])
+    inserted = [Positioned("ev", 1, 0, Event("late-x", "u", "x", "view", 35))]
+    (_, _), dump = _run(stack, state, appended, inserted)
+    assert dump["users"]["u"]["sequence"] == ["x", "d", "e"]
+
+
+def test_the_watermark_is_the_partitions_own_key(stack: StackInfo) -> None:
+    """`sr:wm:{group}:{topic}:{partition}` holds the last offset applied (what the worker
+    resets when a broker lost its topics)."""
+    async def go() -> tuple[bytes | None, bytes | None]:
+        redis = Redis.from_url(stack.redis_url)
+        prefix = f"s{uuid.uuid4().hex[:6]}:"
+        store = RedisStateStore(redis, ApplyConfig.from_settings(prefix, "g", StateSettings()))
+        await store.apply([Positioned("ev", 3, 7, Event("w-1", "u", "a", "view", 1)),
+                           Positioned("ot", 0, 2, Event("w-2", "u", "b", "view", 2))])
+        keys = Keys(prefix)
+        values = await redis.get(keys.watermark("g", "ev", 3)), \
+            await redis.get(keys.watermark("g", "ot", 0))
+        await redis.aclose()
+        return values
+
+    assert asyncio.run(go()) == (b"7", b"2")
