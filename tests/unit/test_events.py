@@ -141,3 +141,17 @@ def test_decoding_only_ever_raises_invalid_event(raw: bytes) -> None:
         assert err.reason
         return
     assert event.user_id and event.item_id and event.type in ("view", "click", "purchase")
+
+
+def test_ids_of_128_bytes_are_accepted_129_are_too_long() -> None:
+    event = decode_event(_raw(user_id="é" * 64, item_id="i", type="view", ts=1))  # 128 bytes
+    assert event.user_id == "é" * 64
+    with pytest.raises(InvalidEvent) as err:
+        decode_event(_raw(user_id="é" * 64 + "x", item_id="i", type="view", ts=1))
+    assert (err.value.reason, err.value.field) == ("too_long", "user_id")
+
+
+def test_a_boolean_timestamp_is_a_bad_timestamp() -> None:
+    with pytest.raises(InvalidEvent) as err:
+        decode_event(_raw(user_id="u", item_id="i", type="view", ts=True))
+    assert (err.value.reason, err.value.field) == ("bad_timestamp", "ts")
