@@ -156,16 +156,16 @@ local ENTRY = 17
 local rank_of = {view = 0, click = 1, purchase = 2}
 local weight_of = {[0] = tonumber(ARGV[8]), [1] = tonumber(ARGV[9]), [2] = tonumber(ARGV[10])}
 
--- users: {seq, win, pre, ts, ts_text, n, served, dirty}, read once per batch
+-- users: {seq, win, ts, ts_text, n, served, dirty}, read once per batch
 local users = {}
 local touched_list = {}
 local function user_state(user)
   local u = users[user]
   if u == nil then
     local ukey = prefix .. 'u:' .. user
-    local fields = redis.call('HMGET', ukey, 'seq', 'ts', 'win', 'pre')
+    local fields = redis.call('HMGET', ukey, 'seq', 'ts', 'win')
     u = {seq = fields[1] or '', ts = tonumber(fields[2]), win = fields[3] or '',
-         pre = tonumber(fields[4]), n = 0,
+         n = 0,
          served = redis.call('GET', prefix .. 'served:' .. user), dirty = false}
     users[user] = u
     touched_list[#touched_list + 1] = user
@@ -184,10 +184,9 @@ local function before(a, b)  -- the total order of a user's events
   return a.tie < b.tie
 end
 
--- items of the window with consecutive repeats collapsed, without the first run when it
--- continues the item before the window (pre)
-local function collapse(entries, pre)
-  local out, last = {}, pre
+-- items of the window with consecutive repeats collapsed
+local function collapse(entries)
+  local out, last = {}, nil
   for _, e in ipairs(entries) do
     if e.item ~= last then
       out[#out + 1] = e.item
@@ -223,10 +222,9 @@ local function evaluate_online(u, c)
   end
 end
 
--- the oldest entry leaves a window over W; it is the item before the window from then on
+-- the oldest entry leaves a window over W
 local function evict(u)
   if #u.win > ENTRY * W then
-    u.pre = struct.unpack('<I4', u.win, 13)
     u.win = string.sub(u.win, ENTRY + 1)
   end
 end
@@ -249,17 +247,20 @@ local function insert(u, x)
   pair(p, q, -1)
   pair(p, x, 1)
   pair(x, q, 1)
-  -- seq = last L of (the items before the window, collapsed) ++ collapse(window)
+  -- seq = last L of (the items before the window, collapsed) ++ collapse(window): the
+  -- items of the old seq that do not come from the window are kept (a run that began
+  -- before the window counts as the window's on both sides: an insert changes the first
+  -- entry only of a window that never evicted, whose items are all of the sequence)
   local old_items = {}
   for pos = 1, #u.seq - 3, 4 do
     old_items[#old_items + 1] = struct.unpack('<I4', u.seq, pos)
   end
-  local from_window = collapse(entries, u.pre)
+  local from_window = collapse(entries)
   local keep = #old_items - math.min(#old_items, #from_window)
   table.insert(entries, k + 1, x)
   local items = {}
   for j = 1, keep do items[j] = old_items[j] end
-  for _, item in ipairs(collapse(entries, u.pre)) do items[#items + 1] = item end
+  for _, item in ipairs(collapse(entries)) do items[#items + 1] = item end
   u.seq = pack_items(items, #items - L + 1)
   local parts = {}
   for j, e in ipairs(entries) do
@@ -402,9 +403,6 @@ for _, user in ipairs(touched_list) do
   local ukey = prefix .. 'u:' .. user
   if u.dirty then
     redis.call('HSET', ukey, 'seq', u.seq, 'win', u.win)
-    if u.pre ~= nil then
-      redis.call('HSET', ukey, 'pre', u.pre)
-    end
   end
   if u.ts_text then
     redis.call('HSET', ukey, 'ts', u.ts_text)

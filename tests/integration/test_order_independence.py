@@ -9,6 +9,7 @@ state, as long as every event arrives before ``reorder_window`` later events of 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 import struct
@@ -34,11 +35,11 @@ TYPES = ("view", "click", "purchase")
 
 
 @st.composite
-def user_events(draw: st.DrawFn) -> list[Event]:
+def user_events(draw: st.DrawFn, min_events: int = 2) -> list[Event]:
     """A few users' funnels: views, clicks and purchases of a few items, many on one item,
     with equal timestamps within a user."""
     events: list[Event] = []
-    n = draw(st.integers(min_value=2, max_value=40))
+    n = draw(st.integers(min_value=min_events, max_value=40))
     for k in range(n):
         user = draw(st.sampled_from(("u1", "u2", "u3")))
         item = draw(st.sampled_from(("a", "b", "c", "d")))
@@ -183,6 +184,7 @@ def test_an_insert_after_evictions_gives_the_state_of_time_order(stack: StackInf
     assert other == reference
     assert reference["users"]["u"]["sequence"] == ["a", "b", "c", "x", "d", "e"]
     assert [w[2] for w in reference["users"]["u"]["window"]] == ["x", "d", "e"]
+    assert reference["users"]["u"]["last_ts"] == 7
     assert reference["late"] == 0
 
 
@@ -200,3 +202,31 @@ def test_equal_timestamps_are_ordered_view_click_purchase_whatever_the_arrival(
         assert dump["users"][f"u{k}"]["sequence"] == ["a", "b", "c"]
     assert dump["markov"] == {"a": {"total": 12, "next": {"b": 12}},
                               "b": {"total": 24, "next": {"c": 24}}}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(events=user_events(min_events=15), swaps=st.lists(st.booleans(), min_size=10, max_size=40),
+       cuts=st.lists(st.integers(0, 200), max_size=6),
+       length=st.integers(min_value=2, max_value=6))
+def test_small_windows_that_evict_give_the_state_of_time_order(
+        stack: StackInfo, events: list[Event], swaps: list[bool], cuts: list[int],
+        length: int) -> None:
+    """One user, a window of 3 events and sequences of 2-6 items: each event arrives at most
+    one place late (adjacent swaps), within the bound of any window of 2 or more."""
+    state = StateSettings(popularity_half_life_s=0, allowed_lateness_s=-1, reorder_window=3,
+                          sequence_length=length)
+    ordered = sorted((dataclasses.replace(e, user_id="u") for e in events), key=event_key)
+    arrived = list(ordered)
+    k = 0
+    for swap in swaps:
+        if k + 1 < len(arrived) and swap:
+            arrived[k], arrived[k + 1] = arrived[k + 1], arrived[k]
+            k += 2
+        else:
+            k += 1
+    reference, other = _run(
+        stack, state, [[Positioned("t", 0, n, e) for n, e in enumerate(ordered)]],
+        _batches([Positioned("t", 0, n, e) for n, e in enumerate(arrived)], cuts))
+    assert other == reference
+    assert reference["late"] == 0

@@ -62,6 +62,8 @@ def test_late_event_counts_popularity_but_not_sequence(stack: StackInfo) -> None
     assert dump["users"]["u"]["sequence"] == ["a"]
     assert dump["users"]["u"]["bought"] == ["b"]
     assert dump["popularity"] == {"a": 1, "b": 4}
+    assert dump["popularity_at_ts"] == 10 * hour
+    assert dump["users"]["u"]["last_ts"] == 10 * hour
     assert dump["markov"] == {}
 
 
