@@ -60,11 +60,13 @@ def main() -> int:
     p.add_argument("--limit", type=int, help="run at most this many mutants")
     p.add_argument("--lines", type=int, nargs="+",
                    help="only the mutants of these script lines (survivors, again)")
+    p.add_argument("--grep", help="only the mutants of lines matching this regex")
     args = p.parse_args()
     source = (ROOT / SCRIPT).read_text().splitlines(keepends=True)
     first = next(n for n, line in enumerate(source, 1) if args.from_marker in line)
     todo = [m for m in mutants(source, first, len(source))
-            if not args.lines or m[0] in args.lines][: args.limit]
+            if (not args.lines or m[0] in args.lines)
+            and (not args.grep or re.search(args.grep, source[m[0] - 1]))][: args.limit]
     scratch = Path(tempfile.mkdtemp(prefix="streamrec-lua-mutation-"))
     tree = scratch / "p"
     shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
