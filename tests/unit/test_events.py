@@ -155,3 +155,25 @@ def test_a_boolean_timestamp_is_a_bad_timestamp() -> None:
     with pytest.raises(InvalidEvent) as err:
         decode_event(_raw(user_id="u", item_id="i", type="view", ts=True))
     assert (err.value.reason, err.value.field) == ("bad_timestamp", "ts")
+
+
+def test_iso_timestamps_without_a_zone_are_utc_and_offsets_are_honoured() -> None:
+    naive = decode_event(_raw(user_id="u", item_id="i", type="view", ts="2023-11-14T22:13:20"))
+    shifted = decode_event(_raw(user_id="u", item_id="i", type="view",
+                                ts="2023-11-14T23:13:20+01:00"))
+    assert naive.ts == shifted.ts == 1_700_000_000_000
+
+
+def test_a_message_of_16_kib_is_read_one_byte_more_is_too_large() -> None:
+    body = _raw(user_id="u", item_id="i", type="view", ts=1)
+    fits = body + b" " * (16 * 1024 - len(body))  # JSON allows trailing whitespace
+    assert decode_event(fits).user_id == "u"
+    with pytest.raises(InvalidEvent) as err:
+        decode_event(fits + b" ")
+    assert (err.value.reason, err.value.field) == ("too_large", "")
+
+
+def test_a_message_without_a_value_is_an_empty_message() -> None:
+    with pytest.raises(InvalidEvent) as err:
+        decode_event(None)
+    assert (err.value.reason, err.value.field) == ("empty_message", "")

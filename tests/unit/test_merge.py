@@ -80,3 +80,22 @@ def test_clear_forgets_what_is_held() -> None:
     merge.release({(V, 0): 0, (C, 0): 1}, 0)
     merge.clear()
     assert merge.commit_limits() == {}
+
+
+def test_every_partition_group_that_can_move_is_released() -> None:
+    merge = EventTimeMerge()
+    merge.add(_records(V, 0, [("u", 5)]) + _records(V, 1, [("w", 1)]) +
+              _records(V, 2, [("x", 3)]))
+    out = merge.release({(V, 0): 0, (V, 1): 0, (V, 2): 0}, 0)
+    assert sorted(p.partition for p in out) == [0, 1, 2]
+    assert merge.commit_limits() == {}
+
+
+def test_a_partition_no_longer_assigned_holds_nothing_back() -> None:
+    merge = EventTimeMerge()
+    merge.add(_records(C, 0, [("u", 1)]))
+    # more clicks in the log: merged by the heads, the group waits once they run dry
+    assert [p.event.ts for p in merge.release({(C, 0): 2}, 0)] == [1]
+    merge.add(_records(V, 0, [("u", 5)]))
+    # the click partition was revoked (absent from the lags): it gives nothing more
+    assert [p.event.ts for p in merge.release({(V, 0): 0}, 0)] == [5]
