@@ -196,3 +196,11 @@ def test_the_watermark_is_the_partitions_own_key(stack: StackInfo) -> None:
         return values
 
     assert asyncio.run(go()) == (b"7", b"2")
+
+
+def test_zero_lateness_makes_every_older_event_late(stack: StackInfo) -> None:
+    batch = _events(("u", "a", "view", 10), ("u", "b", "view", 10), ("u", "c", "view", 9))
+    (result,), dump = _run(stack, StateSettings(popularity_half_life_s=0,
+                                                allowed_lateness_s=0), batch)
+    assert result.late == 1
+    assert sorted(dump["users"]["u"]["sequence"]) == ["a", "b"]
