@@ -109,6 +109,8 @@ def test_every_message_goes_to_exactly_one_place(messages: list[tuple[str, Any]]
         assert record["reason"] and record["detail"]
         assert record["reason"] != "internal_error", record["detail"]  # a rule, not a bug
         assert record["source"]["topic"] in TOPICS
+        assert record["source"]["partition"] == 0
+        assert isinstance(record["field"], str)
         original = messages[record["source"]["offset"]][1]
         assert base64.b64decode(record["raw"]) == (original or b"")
     for p in applied:

@@ -99,3 +99,18 @@ def test_a_partition_no_longer_assigned_holds_nothing_back() -> None:
     merge.add(_records(V, 0, [("u", 5)]))
     # the click partition was revoked (absent from the lags): it gives nothing more
     assert [p.event.ts for p in merge.release({(V, 0): 0}, 0)] == [5]
+
+
+def test_one_record_not_yet_fetched_holds_the_group_back() -> None:
+    merge = EventTimeMerge()
+    merge.add(_records(P, 0, [("u", 9)]))
+    assert merge.release({(V, 0): 1, (P, 0): 0}, 0) == []
+
+
+def test_partitions_all_behind_release_only_up_to_the_first_that_runs_dry() -> None:
+    merge = EventTimeMerge()
+    merge.add(_records(V, 0, [("u", 1), ("u", 6)]))
+    merge.add(_records(P, 0, [("u", 2), ("u", 3), ("u", 9)]))
+    out = merge.release({(V, 0): 4, (P, 0): 2}, 0)
+    assert [p.event.ts for p in out] == [1, 2, 3, 6]
+    assert merge.held((P, 0)) == 1
