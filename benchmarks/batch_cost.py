@@ -42,18 +42,18 @@ from infra.stack import find_redis_server, free_port
 from recmodels.datasets import synthetic_stream
 from recmodels.online import OnlineModel, encoder_dtype
 from recmodels.sasrec import SASRec, SASRecConfig
-from serving.catalog import ItemCatalog
-from serving.item_index import ItemIndex
-from serving.message import encode
+from recmodels.scoring.item_index import ItemIndex
 from serving.recommender import Recommender
-from serving.state_reader import ServingStateReader
-from streamrec.allocator import keep_freed_memory
-from streamrec.keys import Keys
-from streamrec.replay import event_payload
-from streamrec.settings import Settings
-from streams.events import decode_event
-from streams.state import ApplyConfig, Positioned, RedisStateStore
-from streams.user_updates import UserUpdate
+from streamrec.contracts.event import decode_event
+from streamrec.contracts.user_update import UserUpdate
+from streamrec.kernel.allocator import keep_freed_memory
+from streamrec.kernel.settings import Settings
+from streamrec.state.catalog import ItemCatalog
+from streamrec.state.keys import Keys
+from streamrec.state.reader import ServingStateReader
+from streamrec.state.store import ApplyConfig, Positioned, RedisStateStore
+from streamrec.state.user_writes import UserWriter
+from streams.producer import event_payload
 from streams.user_vectors import UserVectorWriter
 
 
@@ -96,9 +96,9 @@ async def _one_size(redis_port: int, redis_pid: int, size: int, warmup: int, eve
     models: Any = holder  # the recommender and the writer only read .current
     recommender = Recommender(reader, ItemCatalog(redis, keys), sv,
                               clock_ms=lambda: int(time.time() * 1000), models=models)
-    writer = UserVectorWriter(redis, keys, models)
+    writer = UserVectorWriter(UserWriter(redis, keys), models)
     gc.collect()
-    gc.freeze()  # as the worker does (streamrec.worker._tune_gc)
+    gc.freeze()  # as the worker does (streamrec.app.worker._tune_gc)
     gc.set_threshold(50_000, 20, 100)
     spent = {"apply": 0.0, "vectors": 0.0, "serving": 0.0}
     batches = users = 0
@@ -117,7 +117,7 @@ async def _one_size(redis_port: int, redis_pid: int, size: int, warmup: int, eve
         served = await recommender.lists(list(latest.values()), fresh=fresh)
         await recommender.remember(served)
         for message in served.messages:
-            encode(message)
+            message.to_json()
         t3 = time.perf_counter()
         spent["apply"] += t1 - t0
         spent["vectors"] += t2 - t1

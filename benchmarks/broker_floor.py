@@ -39,8 +39,8 @@ from load import by_window, cpu_seconds, offer_events  # benchmarks/load.py
 
 from infra.stack import Stack, free_port
 from recmodels.datasets import synthetic_stream
-from streamrec.settings import Settings
-from streamrec.topics import ensure_topics, input_topics
+from streamrec.kernel.settings import Settings
+from streamrec.kernel.topics import ensure_topics, input_topics
 
 WINDOW_S = 5.0
 MAX_RECORDS = 2000  # per batch, as the worker's default state.batch_size

@@ -22,10 +22,10 @@ from redis import Redis
 
 from infra.processes import WorkerProcess
 from recmodels.datasets import Interaction, synthetic_stream
-from streamrec.keys import Keys
-from streamrec.replay import event_payload
-from streamrec.settings import Settings
-from streamrec.topics import input_topics
+from streamrec.kernel.settings import Settings
+from streamrec.kernel.topics import input_topics
+from streamrec.state.keys import Keys
+from streams.producer import event_payload
 
 Buckets = list[tuple[float, float]]  # (upper bound, cumulative count), ascending
 
@@ -84,7 +84,7 @@ def wait_applied(redis: Redis, n: int, worker: WorkerProcess, timeout_s: float =
 
 def train_and_load(env: dict[str, str], http: int, budget_s: float) -> str:
     """One trainer round on the state so far; waits until the worker serves with it."""
-    subprocess.run([sys.executable, "-m", "streamrec.cli", "trainer", "--once",
+    subprocess.run([sys.executable, "-m", "streamrec.app.cli", "trainer", "--once",
                     "--time-budget", str(budget_s)], env=env, check=True, capture_output=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

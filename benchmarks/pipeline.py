@@ -74,10 +74,10 @@ from redis import Redis
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
 from recmodels.datasets import synthetic_stream
-from streamrec.keys import Keys
-from streamrec.replay import event_payload
-from streamrec.settings import Settings, settings_env
-from streamrec.topics import input_topics
+from streamrec.kernel.settings import Settings, settings_env
+from streamrec.kernel.topics import input_topics
+from streamrec.state.keys import Keys
+from streams.producer import event_payload
 
 CHILD_FAUST = "faust-consume"
 ITEMS = 5_000  # catalogue of every phase

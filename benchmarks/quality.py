@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from recmodels.evaluation import Evaluator
-from recmodels.train_cli import evaluate_recommender, format_table, load_split, train_main
+from streamrec.app.train_cli import evaluate_recommender, format_table, load_split, train_main
 
 REFERENCE = {  # shared/data/README.md, test split (HR@10, NDCG@10)
     "popularity": {"sampled": (0.4774, 0.2829), "full": (0.0190, 0.0099)},

@@ -4,8 +4,9 @@ Markov row, trainer epoch time against the number of sequences.
 (a) latency: one user's sequence candidates (top 100 by dot product, a few items excluded)
     against 10k / 100k / 1M synthetic 64-dim item embeddings, clustered (Gaussian mixture,
     Zipf-like cluster sizes, varied norms; users mix 1-3 clusters) and plain Gaussian: the
-    exact path serving uses today (serving.ranking.sequence_candidates: dot products, log Z,
-    top k) against serving.item_index (default config, and calibrated on sample users
+    exact path serving uses today (recmodels.scoring.ranking.sequence_candidates: dot
+    products, log Z, top k) against recmodels.scoring.item_index (default config, and
+    calibrated on sample users
     disjoint from the measured ones), p50 / p99 over --queries calls in the same run,
     recall@10 and recall@100 against exact, log Z error, build time. With --checkpoint,
     also on a trained SASRec's real Games embeddings and user vectors (IVF forced).
@@ -53,18 +54,20 @@ from infra.stack import find_redis_server, free_port, redis_answers
 from recmodels.checkpoint import Checkpoint
 from recmodels.datasets import read_sequences
 from recmodels.evaluation import EvalConfig, Evaluator
-from recmodels.online import ModelHolder, OnlineModel
+from recmodels.online import OnlineModel
 from recmodels.sasrec import SASRec, SASRecConfig, pad_histories
+from recmodels.scoring.item_index import IndexConfig, ItemIndex, exact_top
+from recmodels.scoring.ranking import sequence_candidates
 from recmodels.split import ItemVocab, leave_one_out
-from recmodels.train_cli import load_split
 from recmodels.training import train
-from serving.item_index import IndexConfig, ItemIndex, exact_top
-from serving.ranking import sequence_candidates
-from serving.state_reader import ServingStateReader
-from streamrec.keys import Keys
-from streamrec.settings import StateSettings
-from streams.events import Event, derive_event_id
-from streams.state import ApplyConfig, Positioned, RedisStateStore
+from streamrec.app.train_cli import load_split
+from streamrec.contracts.event import Event, derive_event_id
+from streamrec.kernel.settings import StateSettings
+from streamrec.state.keys import Keys
+from streamrec.state.model_holder import ModelHolder
+from streamrec.state.reader import ServingStateReader
+from streamrec.state.store import ApplyConfig, Positioned, RedisStateStore
+from streamrec.state.user_writes import UserWriter
 from streams.user_vectors import UserVectorWriter
 
 DIM = 64
@@ -349,7 +352,7 @@ async def write_vectors_and_served(url: str, sequences: dict[str, bytes], n_item
     redis = AsyncRedis.from_url(url)
     keys = Keys("sr:")
     try:
-        writer = UserVectorWriter(redis, keys, vector_model(n_items))
+        writer = UserVectorWriter(UserWriter(redis, keys), vector_model(n_items))
         users = list(sequences)
         for start in range(0, len(users), 2000):
             await writer.store(writer.compute({u: sequences[u]

@@ -39,8 +39,8 @@ from redis import Redis
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
 from recmodels.datasets import synthetic_stream
-from streamrec.replay import publish
-from streamrec.settings import Settings
+from streamrec.kernel.settings import Settings
+from streams.producer import publish
 
 FRESHNESS = "streamrec_event_to_recommendation_seconds"
 

@@ -33,8 +33,8 @@ import torch
 from recmodels.evaluation import EvalConfig, Evaluator
 from recmodels.sasrec import SASRec, SASRecConfig, SASRecRecommender
 from recmodels.split import LeaveOneOutSplit
-from recmodels.train_cli import load_split
 from recmodels.training import _EpochRunner, training_data  # the product's epoch loop
+from streamrec.app.train_cli import load_split
 
 TARGET = 0.536  # SASRec paper, Games, test NDCG@10 (shared/data/README.md)
 

@@ -24,11 +24,11 @@ from redis.asyncio import Redis
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
 from recmodels.datasets import Interaction
-from streamrec.errors import StreamrecError
-from streamrec.keys import Keys
-from streamrec.replay import publish
-from streamrec.settings import Settings, settings_env
-from streams.dump import collect_state
+from streamrec.kernel.errors import StreamrecError
+from streamrec.kernel.settings import Settings, settings_env
+from streamrec.state.dump import collect_state
+from streamrec.state.keys import Keys
+from streams.producer import publish
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from streamrec.errors import StreamrecError
+from streamrec.kernel.errors import StreamrecError
 
 
 class WorkerProcess:
@@ -31,7 +31,7 @@ class WorkerProcess:
         self.ready_file.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamrec.cli", "worker", "--role", self.role,
+                [sys.executable, "-m", "streamrec.app.cli", "worker", "--role", self.role,
                  "--ready-file", str(self.ready_file)],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamrec.errors import StackError
+from streamrec.kernel.errors import StackError
 
 log = logging.getLogger(__name__)
 

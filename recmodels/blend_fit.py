@@ -4,7 +4,7 @@ maximises NDCG@10 of the lists serving would publish, on score matrices (pure nu
 The matrices (built by :mod:`recmodels.blend_holdout` with serving's own functions) hold,
 per holdout user, every item serving could list: the candidates of each source with the
 source's normalised score, and the popular items that fill short lists. For one weight
-triple the list is ranked exactly as :func:`serving.ranking.blend` + ``top_n`` rank it:
+triple the list is ranked exactly as :func:`recmodels.scoring.ranking.blend` + ``top_n`` rank it:
 items proposed by a source with a weight > 0 by their weighted sum (ties by item index),
 then the popular fill in popularity order; a target nowhere in the list is a miss.
 """

@@ -23,16 +23,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from recmodels.blend_fit import SINGLE_SOURCES, CandidateScores, evaluate, fit_weights
 from recmodels.checkpoint import Checkpoint
-from recmodels.model_store import blend_to_meta
 from recmodels.online import OnlineModel
-from recmodels.split import LeaveOneOutSplit
-from serving.ranking import (
+from recmodels.scoring.ranking import (
     NORMALISATIONS,
     BlendWeights,
     MarkovRow,
@@ -45,9 +43,30 @@ from serving.ranking import (
     normalise_sources,
     sequence_candidates,
 )
-from streamrec.settings import ServingSettings
+from recmodels.split import LeaveOneOutSplit
 
 log = logging.getLogger(__name__)
+
+
+class ServingRules(Protocol):
+    """The serving settings the holdout replays (``serving.*``; plain values)."""
+
+    @property
+    def top_n(self) -> int: ...
+    @property
+    def exclude_recent(self) -> int: ...
+    @property
+    def exclude_purchased(self) -> bool: ...
+    @property
+    def trending_candidates(self) -> int: ...
+    @property
+    def sequence_candidates(self) -> int: ...
+    @property
+    def markov_history(self) -> int: ...
+    @property
+    def markov_smoothing(self) -> float: ...
+    @property
+    def markov_recency_decay(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +77,7 @@ class BlendFit:
 
     def to_meta(self) -> dict[str, Any]:
         """The ``blend`` entry of the published version's metadata."""
-        return blend_to_meta(self.weights, users=self.users, holdout=self.holdout)
+        return self.weights.to_meta(users=self.users, holdout=self.holdout)
 
 
 class TransitionCounts:
@@ -112,7 +131,7 @@ def candidate_row(markov: dict[int, Scored], sequence: SequenceCandidates,
                   trending: Sequence[tuple[int, float]], fill_list: Sequence[int],
                   exclude: set[int]) -> CandidateRow:
     """What serving could list for one user. As in serving, each source is normalised
-    (:func:`serving.ranking.normalise_sources`) before the excluded items are dropped."""
+    (:func:`recmodels.scoring.ranking.normalise_sources`) before the excluded items are dropped."""
     normalised = {how: normalise_sources(markov, sequence, trending, how)
                   for how in NORMALISATIONS}
     fills = {item: pos for pos, item in enumerate(i for i in fill_list if i not in exclude)}
@@ -150,7 +169,7 @@ def stack_rows(rows: Sequence[CandidateRow], targets: Sequence[int], how: Normal
 
 def holdout_candidates(model: OnlineModel, histories: Sequence[Sequence[int]],
                        targets: Sequence[int], counts: TransitionCounts,
-                       popular: Sequence[tuple[int, float]], cfg: ServingSettings,
+                       popular: Sequence[tuple[int, float]], cfg: ServingRules,
                        row_size: int) -> dict[Normalisation, CandidateScores]:
     """Score matrices of every user's serving candidates, one per normalisation. Users whose
     target is no candidate at all are left out of the rows (misses whatever the weights)
@@ -176,7 +195,7 @@ def holdout_candidates(model: OnlineModel, histories: Sequence[Sequence[int]],
     return {how: stack_rows(rows, kept, how, len(histories)) for how in NORMALISATIONS}
 
 
-def fit_serving_blend(split: LeaveOneOutSplit, checkpoint: Checkpoint, cfg: ServingSettings,
+def fit_serving_blend(split: LeaveOneOutSplit, checkpoint: Checkpoint, cfg: ServingRules,
                       row_size: int, max_users: int, seed: int = 2018) -> BlendFit:
     """Fit the blend on up to ``max_users`` holdout users (seeded sample): the best weights
     of every normalisation, and the best of those (ties: the order of NORMALISATIONS).

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamrec.errors import DataError
+from streamrec.kernel.errors import DataError
 
 SEQ_BASE_TS_MS = 1_600_000_000_000
 SEQ_STEP_MS = 1000

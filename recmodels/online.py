@@ -7,10 +7,7 @@ newer than the model have no row until the next version.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,11 +15,9 @@ import numpy as np
 import torch
 
 from recmodels.checkpoint import Checkpoint
-from recmodels.model_store import ModelStore, ModelStoreError, PublishedModel
 from recmodels.sasrec import SASRec, pad_histories
-from serving.item_index import ItemIndex
-from serving.ranking import BlendWeights
-from streamrec import metrics
+from recmodels.scoring.item_index import ItemIndex
+from recmodels.scoring.ranking import BlendWeights
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +66,15 @@ class OnlineModel:
     encoder_dtype: torch.dtype = torch.float32
 
     @classmethod
-    def from_published(cls, published: PublishedModel,
-                       encoder_dtype: torch.dtype = torch.float32) -> OnlineModel:
-        return dataclasses.replace(
-            cls.from_checkpoint(published.checkpoint, published.version,
-                                published.created_at_ms, encoder_dtype),
-            ndcg_at_10=published.metrics.get("ndcg@10"), blend=published.blend)
-
-    @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, version: str, created_at_ms: int = 0,
-                        encoder_dtype: torch.dtype = torch.float32) -> OnlineModel:
-        """The online form of a checkpoint whose vocabulary is ``sr:item:ids`` in order."""
+                        encoder_dtype: torch.dtype = torch.float32,
+                        ndcg_at_10: float | None = None,
+                        blend: BlendWeights | None = None) -> OnlineModel:
+        """The online form of a checkpoint whose vocabulary is the online item index in
+        order (model row = index + 1)."""
         model = checkpoint.model("cpu")
         vectors = model.item_emb.weight.detach()[1:].numpy().astype(np.float32, copy=True)
-        return cls(version, model, vectors, created_at_ms, None,
+        return cls(version, model, vectors, created_at_ms, ndcg_at_10, blend,
                    index=ItemIndex.build(vectors), encoder_dtype=encoder_dtype)
 
     @property
@@ -110,56 +100,3 @@ class OnlineModel:
                 with torch.autocast("cpu", self.encoder_dtype, enabled=low):
                     out[part] = self.model.encode_last(seqs, bucketed=True).float().numpy()
         return out
-
-
-class ModelHolder:
-    """Keeps the current model; polls Redis for a new version and swaps it in without
-    pausing the agents (the load runs in a thread)."""
-
-    def __init__(self, store: ModelStore, encoder_dtype: torch.dtype = torch.float32) -> None:
-        self._store = store
-        self._encoder_dtype = encoder_dtype
-        self.current: OnlineModel | None = None
-        self._checking = asyncio.Lock()
-        self._unloadable: str | None = None  # a version that failed: not retried, logged once
-
-    @property
-    def version(self) -> str | None:
-        return self.current.version if self.current else None
-
-    async def refresh(self) -> bool:
-        """Load the published version when it differs from ours; True when swapped."""
-        if self._checking.locked():
-            return False
-        async with self._checking:
-            version = await self._store.current_version()
-            if version is None or version in (self.version, self._unloadable):
-                self._export()
-                return False
-            try:
-                published = await self._store.load(version)
-                online = await asyncio.to_thread(OnlineModel.from_published, published,
-                                                 self._encoder_dtype)
-            except ModelStoreError as exc:
-                self._unloadable = version
-                log.error("model version %s cannot be loaded, keeping %s: %s", version,
-                          self.version, exc)
-                return False
-            previous = self.version
-            self.current = online
-            self._export(previous)
-            log.info("model swapped version=%s previous=%s items=%d", online.version,
-                     previous, online.n_items)
-            return True
-
-    def _export(self, previous: str | None = "") -> None:
-        online = self.current
-        if online is None:
-            return
-        if previous != online.version:
-            metrics.MODEL_VERSION.clear()
-        metrics.MODEL_VERSION.labels(version=online.version).set(1)
-        metrics.MODEL_AGE.set(max(0.0, time.time() - online.created_at_ms / 1000))
-        if online.ndcg_at_10 is not None:
-            metrics.MODEL_NDCG.set(online.ndcg_at_10)
-

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from streamrec.errors import DataError
+from streamrec.kernel.errors import DataError
 
 log = logging.getLogger(__name__)
 

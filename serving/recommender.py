@@ -6,21 +6,22 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from recmodels.online import FreshVectors, ModelHolder, OnlineModel
-from serving.batch_scoring import BatchInputs, rank_batch
-from serving.catalog import ItemCatalog
-from serving.coverage import CoverageWindow
-from serving.diversity import mmr
-from serving.message import recommendation
-from serving.ranking import BlendWeights, UserState, exclusions
-from serving.state_reader import ServingStateReader, Snapshot
-from streamrec import metrics
-from streamrec.settings import ServingSettings
-from streams.user_updates import UserUpdate
+from recmodels.online import FreshVectors, OnlineModel
+from recmodels.scoring.batch_scoring import BatchInputs, rank_batch
+from recmodels.scoring.coverage import CoverageWindow
+from recmodels.scoring.diversity import mmr
+from recmodels.scoring.ranking import BlendWeights, UserState, exclusions
+from serving.messages import to_message
+from streamrec.contracts.recommendation import Recommendation
+from streamrec.contracts.user_update import UserUpdate
+from streamrec.kernel import metrics
+from streamrec.kernel.settings import ServingSettings
+from streamrec.state.catalog import ItemCatalog
+from streamrec.state.model_holder import ModelHolder
+from streamrec.state.reader import ServingStateReader, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def _user_vectors(users: Sequence[UserState], model: OnlineModel,
 class Served:
     """A batch's lists: the messages, each user's items, and the vectors to store."""
 
-    messages: list[dict[str, Any]]
+    messages: list[Recommendation]
     items: dict[str, list[int]]
     vectors: FreshVectors | None
     n_items: int
@@ -91,14 +92,11 @@ class Recommender:
             return model.blend
         return self._weights
 
-    async def recommend(self, updates: Sequence[UserUpdate], n: int | None = None,
-                        remember: bool = True) -> list[dict[str, Any]]:
-        """One v1 message per distinct user, for the latest update of each. ``remember``
-        stores the served lists (for the online hit rate); pull requests do not."""
-        served = await self.lists(updates, n)
-        if remember:
-            await self.remember(served)
-        return served.messages
+    async def recommend(self, updates: Sequence[UserUpdate],
+                        n: int | None = None) -> list[Recommendation]:
+        """One v1 message per distinct user, for the latest update of each, not
+        remembered (pull requests)."""
+        return (await self.lists(updates, n)).messages
 
     async def lists(self, updates: Sequence[UserUpdate], n: int | None = None,
                     fresh: FreshVectors | None = None,
@@ -148,8 +146,8 @@ class Recommender:
         ids = await self._catalog.ensure(highest)
         now = self._clock_ms()
         version = model.version if model is not None else MARKOV_VERSION
-        messages = [recommendation(user_id, items, ids, version, latest[user_id].event_id,
-                                   latest[user_id].ts, now)
+        messages = [to_message(user_id, items, ids, version, latest[user_id].event_id,
+                               latest[user_id].ts, now)
                     for user_id, items in ranked]
         return Served(messages, {user_id: [s.item for s in items] for user_id, items in ranked},
                       to_store, snap.n_items, now)

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from serving.recommender import Recommender
-from streamrec import metrics
-from streamrec.retry import TRANSIENT
-from streams.user_updates import UserUpdate
+from streamrec.contracts.user_update import UserUpdate
+from streamrec.kernel import metrics
+from streamrec.kernel.retry import TRANSIENT
 
 MAX_N = 100
 CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0]
@@ -49,8 +48,8 @@ def install_views(app: faust.App, role: str, recommender: Recommender | None,
                                        f"got {raw_n!r}"}, status=400)
         start = time.perf_counter()
         try:
-            message: dict[str, Any] = (await recommender.recommend(
-                [UserUpdate(user_id=user_id, event_id="", ts=0)], n=n, remember=False))[0]
+            message = (await recommender.recommend(
+                [UserUpdate(user_id=user_id, event_id="", ts=0)], n=n))[0].to_dict()
         except TRANSIENT:
             return self.json({"error": "redis unavailable"}, status=503)
         message["trigger"] = {"event_id": None, "ts": None}

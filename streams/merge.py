@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from streams.state import TYPE_RANK, Positioned
+from streamrec.state.store import TYPE_RANK, Positioned
 
 Partition = tuple[str, int]  # (topic, partition)
 

@@ -7,17 +7,15 @@ stores them with the served lists in one write (:meth:`Recommender.recommend`)."
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
-from recmodels.online import FreshVectors, ModelHolder
-from serving.state_reader import decode_sequence
-from serving.user_writes import UserWriter
-from streamrec.keys import Keys
+from recmodels.online import FreshVectors
+from streamrec.state.model_holder import ModelHolder
+from streamrec.state.reader import decode_sequence
+from streamrec.state.user_writes import UserWriter
 
 
 class UserVectorWriter:
-    def __init__(self, redis: Redis, keys: Keys, models: ModelHolder) -> None:
-        self._writer = UserWriter(redis, keys)
+    def __init__(self, writer: UserWriter, models: ModelHolder) -> None:
+        self._writer = writer
         self._models = models
 
     def compute(self, sequences: dict[str, bytes]) -> FreshVectors | None:

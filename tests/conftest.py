@@ -23,9 +23,9 @@ from redis.asyncio import Redis
 
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
-from streamrec.keys import Keys
-from streamrec.settings import Settings, settings_env
-from streams.dump import collect_state
+from streamrec.kernel.settings import Settings, settings_env
+from streamrec.state.dump import collect_state
+from streamrec.state.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -70,7 +70,7 @@ class Pipeline:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "streamrec.cli", *args], env=self.env,
+        return subprocess.run([sys.executable, "-m", "streamrec.app.cli", *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout, check=False)
 
     def start_worker(self, role: str = "all", timeout: float = 90) -> WorkerProcess:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import zlib
 
-from streams.events import Event
+from streamrec.contracts.event import Event
 
 RANK = {"view": 0, "click": 1, "purchase": 2}
 

@@ -46,7 +46,7 @@ def _run_dir(output: str) -> str:
 
 
 def test_demo_prints_titled_lists_for_many_users_and_stops_everything() -> None:
-    result = subprocess.run([sys.executable, "-m", "streamrec.cli", "demo", "--users", "30",
+    result = subprocess.run([sys.executable, "-m", "streamrec.app.cli", "demo", "--users", "30",
                              "--timeout", "150", "--offline"], env=_env(), capture_output=True,
                             text=True, timeout=240, check=False)
     out = result.stdout
@@ -63,7 +63,7 @@ def test_demo_prints_titled_lists_for_many_users_and_stops_everything() -> None:
 
 
 def test_ctrl_c_stops_everything_it_started() -> None:
-    demo = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "demo", "--users", "100000",
+    demo = subprocess.Popen([sys.executable, "-m", "streamrec.app.cli", "demo", "--users", "100000",
                              "--timeout", "200", "--offline"], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert demo.stdout is not None

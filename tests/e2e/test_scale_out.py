@@ -12,7 +12,7 @@ import pytest
 
 from infra.processes import WorkerProcess
 from recmodels.datasets import synthetic_stream
-from streamrec.replay import publish
+from streams.producer import publish
 from tests.conftest import Pipeline, applied_count, metric_sum, state_of
 
 pytestmark = pytest.mark.e2e

@@ -14,12 +14,13 @@ import pytest
 from redis.asyncio import Redis
 
 from recmodels.datasets import synthetic_stream
-from recmodels.model_store import ModelStore
-from recmodels.online import OnlineModel, encoder_dtype
-from serving.state_reader import decode_sequence
-from streamrec.keys import Keys
-from streamrec.replay import publish
-from streamrec.settings import Settings
+from recmodels.online import encoder_dtype
+from streamrec.kernel.settings import Settings
+from streamrec.state.keys import Keys
+from streamrec.state.model_holder import online_model
+from streamrec.state.model_store import ModelStore
+from streamrec.state.reader import decode_sequence
+from streams.producer import publish
 from tests.conftest import Pipeline, TopicReader, kafka_producer, state_of, wait_applied
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +39,7 @@ async def _stored_and_expected(settings: Settings, user: str,
     keys = Keys(settings.redis.prefix)
     try:
         emb, ver, seq = await redis.hmget(keys.user(user), "emb", "ver", "seq")
-        model = OnlineModel.from_published(await ModelStore(redis, keys).load(version),
+        model = online_model(await ModelStore(redis, keys).load(version),
                                            encoder_dtype(settings.worker.encoder_precision))
     finally:
         await redis.aclose()

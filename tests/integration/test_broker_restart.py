@@ -12,7 +12,7 @@ import pytest
 
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
-from streamrec.settings import Settings
+from streamrec.kernel.settings import Settings
 from tests.conftest import (
     ROOT,
     StackInfo,

@@ -10,8 +10,8 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from serving.catalog import ItemCatalog
-from streamrec.keys import Keys
+from streamrec.state.catalog import ItemCatalog
+from streamrec.state.keys import Keys
 from tests.conftest import StackInfo
 
 pytestmark = pytest.mark.integration

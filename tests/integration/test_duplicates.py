@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from recmodels.datasets import Interaction, synthetic_stream
-from streamrec.replay import publish
+from streams.producer import publish
 from tests.conftest import Pipeline, applied_count, metric_sum, state_of
 
 pytestmark = pytest.mark.integration

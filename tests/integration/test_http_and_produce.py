@@ -17,8 +17,8 @@ import pytest
 
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
-from serving.message import validate
-from streamrec.settings import Settings
+from streamrec.contracts.recommendation import validate
+from streamrec.kernel.settings import Settings
 from tests.conftest import (
     ROOT,
     Pipeline,

@@ -22,7 +22,7 @@ import pytest
 
 from infra.stack import free_port
 from recmodels.datasets import Interaction, synthetic_stream
-from streamrec.replay import publish
+from streams.producer import publish
 from tests.conftest import Pipeline, kafka_producer
 from tests.ops_helpers import (
     ALERTS_YML,

@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from streamrec.keys import Keys
-from streamrec.settings import StateSettings
-from streams.dump import collect_state
-from streams.events import Event
-from streams.state import ApplyConfig, Positioned, RedisStateStore
+from streamrec.contracts.event import Event
+from streamrec.kernel.settings import StateSettings
+from streamrec.state.dump import collect_state
+from streamrec.state.keys import Keys
+from streamrec.state.store import ApplyConfig, Positioned, RedisStateStore
 from tests.conftest import StackInfo
 from tests.event_order import event_key
 

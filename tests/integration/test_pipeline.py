@@ -12,8 +12,8 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from serving.message import validate
-from streamrec.keys import Keys
+from streamrec.contracts.recommendation import validate
+from streamrec.state.keys import Keys
 from tests.conftest import Pipeline, TopicReader, kafka_producer, metric_sum
 
 pytestmark = pytest.mark.integration

@@ -39,7 +39,7 @@ def test_password_is_used_and_never_printed(tmp_path: Path) -> None:
     outputs: list[str] = []
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "streamrec.cli", *args], env=env,
+        result = subprocess.run([sys.executable, "-m", "streamrec.app.cli", *args], env=env,
                                 capture_output=True, text=True, timeout=90, check=False)
         outputs.append(result.stdout + result.stderr)
         return result

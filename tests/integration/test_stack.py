@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def _stack(run_dir: Path, *args: str, env: dict[str, str] | None = None
            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamrec.cli", "stack", *args,
+    return subprocess.run([sys.executable, "-m", "streamrec.app.cli", "stack", *args,
                            "--dir", str(run_dir)], capture_output=True, text=True, timeout=60,
                           env=env or dict(os.environ), check=False)
 

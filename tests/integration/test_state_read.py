@@ -10,11 +10,11 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from serving.state_reader import ServingStateReader
-from streamrec.keys import Keys
-from streamrec.settings import StateSettings
-from streams.events import Event
-from streams.state import ApplyConfig, Positioned, RedisStateStore
+from streamrec.contracts.event import Event
+from streamrec.kernel.settings import StateSettings
+from streamrec.state.keys import Keys
+from streamrec.state.reader import ServingStateReader
+from streamrec.state.store import ApplyConfig, Positioned, RedisStateStore
 from tests.conftest import StackInfo
 
 pytestmark = pytest.mark.integration

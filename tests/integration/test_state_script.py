@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from streamrec.keys import Keys
-from streamrec.settings import StateSettings
-from streams.dump import collect_state
-from streams.events import Event
-from streams.state import ApplyConfig, Positioned, Progress, RedisStateStore, StateRegressed
+from streamrec.contracts.event import Event
+from streamrec.kernel.settings import StateSettings
+from streamrec.state.dump import collect_state
+from streamrec.state.keys import Keys
+from streamrec.state.store import ApplyConfig, Positioned, Progress, RedisStateStore, StateRegressed
 from tests.conftest import StackInfo
 
 pytestmark = pytest.mark.integration

@@ -13,12 +13,12 @@ from redis.asyncio import Redis
 
 from recmodels import trainer as trainer_module
 from recmodels.datasets import synthetic_stream
-from recmodels.model_store import ModelStore
 from recmodels.training import train
-from streamrec.keys import Keys
-from streamrec.settings import Settings
-from streams.events import Event
-from streams.state import ApplyConfig, Positioned, RedisStateStore
+from streamrec.contracts.event import Event
+from streamrec.kernel.settings import Settings
+from streamrec.state.keys import Keys
+from streamrec.state.model_store import ModelStore
+from streamrec.state.store import ApplyConfig, Positioned, RedisStateStore
 from tests.conftest import StackInfo
 
 pytestmark = pytest.mark.integration

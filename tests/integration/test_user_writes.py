@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from serving.state_reader import ServingStateReader
-from serving.user_writes import UserWriter
-from streamrec.keys import Keys
+from streamrec.state.keys import Keys
+from streamrec.state.reader import ServingStateReader
+from streamrec.state.user_writes import UserWriter
 from tests.conftest import StackInfo
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from recmodels.datasets import synthetic_stream
-from streamrec.replay import publish
+from streams.producer import publish
 from tests.conftest import Pipeline, applied_count, wait_applied
 
 pytestmark = pytest.mark.integration

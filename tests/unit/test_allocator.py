@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from streamrec.allocator import keep_freed_memory
+from streamrec.kernel.allocator import keep_freed_memory
 
 # 40 "batches", each allocating four 4 MiB arrays and freeing them together; prints the
 # minor page faults they took
 _CHILD = """
 import resource, sys
 import numpy as np
-from streamrec.allocator import keep_freed_memory
+from streamrec.kernel.allocator import keep_freed_memory
 kept = keep_freed_memory(int(sys.argv[1]))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(40):

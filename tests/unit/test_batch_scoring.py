@@ -1,4 +1,5 @@
-"""The batch scorer gives the lists of the per-user reference functions of serving.ranking."""
+"""The batch scorer gives the lists of the per-user reference functions of
+recmodels.scoring.ranking."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import warnings
 import numpy as np
 import pytest
 
-from serving.batch_scoring import BatchInputs, MarkovColumns, rank_batch
-from serving.item_index import IndexConfig, ItemIndex
-from serving.ranking import (
+from recmodels.scoring.batch_scoring import BatchInputs, MarkovColumns, rank_batch
+from recmodels.scoring.item_index import IndexConfig, ItemIndex
+from recmodels.scoring.ranking import (
     BlendWeights,
     MarkovRow,
     Scored,

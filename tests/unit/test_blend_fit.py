@@ -28,11 +28,8 @@ from recmodels.blend_holdout import (
     stack_rows,
 )
 from recmodels.checkpoint import Checkpoint
-from recmodels.model_store import blend_to_meta, from_blobs, to_blobs
-from recmodels.online import OnlineModel
 from recmodels.sasrec import SASRec, SASRecConfig
-from recmodels.split import ItemVocab, leave_one_out
-from serving.ranking import (
+from recmodels.scoring.ranking import (
     BlendWeights,
     MarkovRow,
     Scored,
@@ -42,8 +39,11 @@ from serving.ranking import (
     normalise_sources,
     top_n,
 )
+from recmodels.split import ItemVocab, leave_one_out
 from serving.recommender import Recommender
-from streamrec.settings import ServingSettings
+from streamrec.kernel.settings import ServingSettings
+from streamrec.state.model_holder import online_model
+from streamrec.state.model_store import from_blobs, to_blobs
 
 
 def _matrices(markov: list[list[float]], sequence: list[list[float]],
@@ -211,10 +211,10 @@ def test_the_fitted_blend_travels_with_the_version_and_serving_uses_it_when_aske
     checkpoint, _ = _tiny_checkpoint(12)
     fitted = BlendWeights(2.0, 1.0, 0.0, "probability")
     weights, meta = to_blobs(checkpoint, "sasrec-0001", {"ndcg@10": 0.5}, 0,
-                             blend_to_meta(fitted, users=10))
+                             fitted.to_meta(users=10))
     published = from_blobs(weights, meta, "test")
     assert published.blend == fitted
-    online = OnlineModel.from_published(published)
+    online = online_model(published)
     assert online.blend == fitted
     plain = from_blobs(*to_blobs(checkpoint, "sasrec-0002", {}, 0), "test")
     assert plain.blend is None
@@ -226,13 +226,13 @@ def test_the_fitted_blend_travels_with_the_version_and_serving_uses_it_when_aske
 
     own = BlendWeights(1.0, 0.0, 0.0, "max")
     assert recommender("fitted").weights(online) == fitted
-    assert recommender("fitted").weights(OnlineModel.from_published(plain)) == own
+    assert recommender("fitted").weights(online_model(plain)) == own
     assert recommender("fitted").weights(None) == own
     assert recommender("settings").weights(online) == own
 
 
 def test_replay_eval_reports_the_hybrid_gain_over_each_single_source() -> None:
-    from streamrec.replay_eval import hybrid_gains
+    from streamrec.app.replay_eval import hybrid_gains
 
     report = {"hybrid": {"hr@10": 0.12, "ndcg@10": 0.066},
               "markov": {"hr@10": 0.10, "ndcg@10": 0.060},

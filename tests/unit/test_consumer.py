@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from streamrec.consumer import ASSIGNORS, DoneOffsets, FetchedBatch
+from streamrec.kernel.consumer import ASSIGNORS, DoneOffsets, FetchedBatch
 
 Subscription = namedtuple("Subscription", "subscription")
 TOPICS = ("events.view", "events.click", "events.purchase")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serving.coverage import CoverageWindow
+from recmodels.scoring.coverage import CoverageWindow
 
 
 def test_coverage_counts_distinct_items_in_the_window_only() -> None:

@@ -14,7 +14,7 @@ from recmodels.datasets import (
     read_titles,
     synthetic_stream,
 )
-from streamrec.errors import DataError
+from streamrec.kernel.errors import DataError
 
 
 def test_ml100k_is_sorted_by_time_with_the_documented_type_rule(tmp_path: Path) -> None:

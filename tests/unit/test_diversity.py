@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.diversity import mmr
-from serving.ranking import Scored
+from recmodels.scoring.diversity import mmr
+from recmodels.scoring.ranking import Scored
 
 VECTORS = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.7, 0.7]], dtype=np.float32)
 

@@ -21,10 +21,10 @@ from aiokafka import ConsumerRecord, TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamrec.consumer import Batch, DoneOffsets, Record
-from streamrec.outbox import Outbox
-from streams.agents import EventPath, process_events, publish_updates
-from streams.state import ApplyResult, Positioned
+from streamrec.kernel.consumer import Batch, DoneOffsets, Record
+from streamrec.kernel.outbox import Outbox
+from streamrec.state.store import ApplyResult, Positioned
+from streams.pipeline import EventPath, process_events, publish_updates
 
 TOPICS = {"events.view": "view", "events.click": "click", "events.purchase": "purchase"}
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.errors import InvalidEvent
-from streams.events import decode_event, derive_event_id
+from streamrec.contracts.event import decode_event, derive_event_id
+from streamrec.kernel.errors import InvalidEvent
 
 MAX_PROPS_BYTES = 4096  # the contract (DESIGN: props at most 4 KiB serialised)
 MAX_TS_MS = 2**53 - 1  # the largest integer every JSON reader keeps exactly

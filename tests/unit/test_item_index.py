@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.item_index import IndexConfig, ItemIndex
-from serving.ranking import SequenceCandidates, sequence_candidates
+from recmodels.scoring.item_index import IndexConfig, ItemIndex
+from recmodels.scoring.ranking import SequenceCandidates, sequence_candidates
 
 IVF = IndexConfig(exact_below=0, list_size=32, calibration_queries=64, seed=1)
 
@@ -31,8 +31,8 @@ def exact_top(items: np.ndarray, user: np.ndarray, k: int,
 def index_candidates(index: ItemIndex, user_vector: np.ndarray, k: int,
                      exclude: set[int]) -> SequenceCandidates:
     """What the index gives, in the shape of the per-user reference
-    (:func:`serving.ranking.sequence_candidates`); nothing for an empty catalogue or a zero
-    vector, as serving skips those."""
+    (:func:`recmodels.scoring.ranking.sequence_candidates`); nothing for an empty catalogue or
+    a zero vector, as serving skips those."""
     if not index.n_items or not np.any(user_vector):
         return SequenceCandidates({}, 0.0)
     hits = index.search(user_vector, k, exclude)

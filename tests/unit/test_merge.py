@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from streams.events import Event
+from streamrec.contracts.event import Event
+from streamrec.state.store import Positioned
 from streams.merge import EventTimeMerge
-from streams.state import Positioned
 
 
 def _records(topic: str, partition: int, spec: list[tuple[str, int]], first: int = 0

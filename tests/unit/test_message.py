@@ -5,17 +5,25 @@ from __future__ import annotations
 import math
 
 import orjson
+import pytest
 
-from serving.message import encode, recommendation, six_decimals, validate
-from serving.ranking import Reason, Scored
-from streamrec.tail import format_recommendation
+from recmodels.scoring.ranking import Reason, Scored
+from serving.messages import to_message
+from streamrec.app.tail import format_recommendation
+from streamrec.contracts.recommendation import (
+    InvalidRecommendation,
+    Recommendation,
+    six_decimals,
+    validate,
+)
 
 
 def test_v1_message_names_items_and_reasons_by_id() -> None:
     ids = ["sku-0", "sku-1", "sku-2"]
-    message = recommendation("u-42", [Scored(2, 0.9, [Reason("markov", after=1, p=0.3)]),
-                                      Scored(0, 0.1, [Reason("popular", score=1.0)])],
-                             ids, "markov", "e-1", 17, generated_at=99)
+    typed = to_message("u-42", [Scored(2, 0.9, [Reason("markov", after=1, p=0.3)]),
+                                Scored(0, 0.1, [Reason("popular", score=1.0)])],
+                       ids, "markov", "e-1", 17, generated_at=99)
+    message = orjson.loads(typed.to_json())
     assert message == {
         "user_id": "u-42", "generated_at": 99, "model_version": "markov",
         "trigger": {"event_id": "e-1", "ts": 17},
@@ -25,14 +33,15 @@ def test_v1_message_names_items_and_reasons_by_id() -> None:
                    "reasons": [{"kind": "popular", "score": 1.0}]}],
     }
     assert validate(message) == []
+    assert Recommendation.from_json(typed.to_json()) == typed  # consumers parse it back
 
 
 def test_scores_go_on_the_wire_with_six_decimals_at_most() -> None:
     ids = ["sku-0", "sku-1"]
-    message = recommendation("u", [Scored(1, 1 / 3, [Reason("sequence", score=-7.1234564)]),
-                                   Scored(0, 2e-7, [Reason("markov", after=1, p=0.1 + 0.2)])],
-                             ids, "sasrec-0001", None, None, generated_at=1)
-    wire = encode(message)
+    message = to_message("u", [Scored(1, 1 / 3, [Reason("sequence", score=-7.1234564)]),
+                               Scored(0, 2e-7, [Reason("markov", after=1, p=0.1 + 0.2)])],
+                         ids, "sasrec-0001", None, None, generated_at=1)
+    wire = message.to_json()
     assert b'"score":0.333333' in wire and b'"score":-7.123456' in wire
     assert b'"p":0.3}' in wire and b'"score":0.0,' in wire
     assert orjson.loads(wire)["items"][0]["score"] == 0.333333
@@ -48,6 +57,10 @@ def test_validate_reports_broken_messages() -> None:
     problems = validate(broken)
     assert any("unknown kind" in p for p in problems)
     assert "items: not ordered best first" in problems
+    with pytest.raises(InvalidRecommendation, match=r"items\[0\]\.reasons: unknown kind"):
+        Recommendation.from_json(orjson.dumps(broken))
+    with pytest.raises(InvalidRecommendation, match="not JSON"):
+        Recommendation.from_json(b"{oops")
 
 
 def test_tail_shows_titles() -> None:

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from recmodels.checkpoint import Checkpoint
-from recmodels.model_store import ModelStoreError, from_blobs, to_blobs
 from recmodels.online import OnlineModel, encoder_dtype
 from recmodels.sasrec import SASRec, SASRecConfig, pad_histories
 from recmodels.split import ItemVocab
+from streamrec.state.model_holder import online_model
+from streamrec.state.model_store import ModelStoreError, from_blobs, to_blobs
 
 
 def _checkpoint() -> Checkpoint:
@@ -40,7 +41,7 @@ def test_unreadable_blobs_name_the_key() -> None:
 
 def test_online_user_vectors_map_redis_indexes_and_skip_unknown_items() -> None:
     published = from_blobs(*to_blobs(_checkpoint(), "v1", {}, 0), where="k")
-    online = OnlineModel.from_published(published)
+    online = online_model(published)
     assert online.item_vectors.shape == (4, 8)
     vectors = online.user_vectors([[0, 1], [0, 1, 99], [], [99]])
     with torch.inference_mode():
@@ -54,7 +55,7 @@ def test_user_vectors_of_a_batch_equal_each_users_own_encoding(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Sequences are encoded in chunks of similar lengths; each row keeps its own vector."""
     monkeypatch.setattr("recmodels.online.USER_BATCH", 2)
-    online = OnlineModel.from_published(from_blobs(*to_blobs(_checkpoint(), "v1", {}, 0),
+    online = online_model(from_blobs(*to_blobs(_checkpoint(), "v1", {}, 0),
                                                    where="k"))
     sequences = [[0, 1, 2, 3, 0, 1], [2], [], [3, 1], [0, 2, 1], [1]]
     vectors = online.user_vectors(sequences)
@@ -68,7 +69,7 @@ def test_an_unloadable_version_is_kept_out_and_reported_once(caplog) -> None:
     import asyncio
     import logging
 
-    from recmodels.online import ModelHolder
+    from streamrec.state.model_holder import ModelHolder
 
     class Store:
         loads = 0

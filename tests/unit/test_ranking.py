@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from serving.ranking import MarkovRow, Reason, UserState, exclusions, markov_scores, top_n
+from recmodels.scoring.ranking import MarkovRow, Reason, UserState, exclusions, markov_scores, top_n
 
 
 def test_markov_scores_are_smoothed_recency_weighted_probabilities() -> None:
@@ -48,7 +48,7 @@ def test_cold_user_gets_popular_items_only() -> None:
 def test_sequence_candidates_take_the_top_k_dot_products_without_excluded() -> None:
     import numpy as np
 
-    from serving.ranking import sequence_candidates
+    from recmodels.scoring.ranking import sequence_candidates
 
     items = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]], dtype=np.float32)
     user = np.array([1.0, 0.5], dtype=np.float32)
@@ -59,7 +59,7 @@ def test_sequence_candidates_take_the_top_k_dot_products_without_excluded() -> N
 
 
 def test_blend_normalises_each_source_and_keeps_every_reason() -> None:
-    from serving.ranking import BlendWeights, blend
+    from recmodels.scoring.ranking import BlendWeights, blend
 
     markov = markov_scores([MarkovRow(1, 4.0, [(2, 3.0), (3, 1.0)])], 10, 0.0, 1.0)
     out = blend(markov, {3: 5.0, 4: 4.0}, [(4, 8.0), (5, 2.0)],

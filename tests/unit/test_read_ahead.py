@@ -7,10 +7,10 @@ import asyncio
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from serving.batch_scoring import MarkovColumns
-from serving.ranking import UserState
+from recmodels.scoring.batch_scoring import MarkovColumns
+from recmodels.scoring.ranking import UserState
 from serving.recommender import _ready
-from serving.state_reader import Snapshot
+from streamrec.state.reader import Snapshot
 
 
 def _snapshot(*user_ids: str) -> Snapshot:
@@ -41,7 +41,7 @@ def test_a_failed_read_ahead_or_one_of_other_users_is_read_again() -> None:
 
 
 def test_a_read_ahead_that_cannot_be_sent_leaves_serving_to_read() -> None:
-    from streams.agents import EventPath, _read_ahead
+    from streams.pipeline import EventPath, _read_ahead
 
     async def refuse(user_ids: list[str]) -> asyncio.Future[Snapshot]:
         raise RedisConnectionError("Redis away")

@@ -9,8 +9,8 @@ import torch
 from recmodels.checkpoint import Checkpoint
 from recmodels.online import FreshVectors, OnlineModel
 from recmodels.sasrec import SASRec, SASRecConfig
+from recmodels.scoring.ranking import UserState
 from recmodels.split import ItemVocab
-from serving.ranking import UserState
 from serving.recommender import _user_vectors
 
 

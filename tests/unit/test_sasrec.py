@@ -21,8 +21,8 @@ from recmodels.interface import Recommender, as_float_tensor, recommend
 from recmodels.losses import full_softmax_loss
 from recmodels.sasrec import SASRec, SASRecConfig, SASRecRecommender, pad_histories, shape_bucket
 from recmodels.split import ItemVocab, LeaveOneOutSplit, leave_one_out
-from recmodels.train_cli import evaluate_main, train_main
 from recmodels.training import refit, train, training_data
+from streamrec.app.train_cli import evaluate_main, train_main
 
 N_ITEMS = 40
 TINY = SASRecConfig(max_len=8, hidden=32, n_blocks=1, n_heads=2, dropout=0.1, lr=5e-3,

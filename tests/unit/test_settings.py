@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamrec.settings import Settings
+from streamrec.kernel.settings import Settings
 
 
 def test_nested_env_vars(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recmodels.split import PAD, ItemVocab, leave_one_out, sequences_from_pairs
-from streamrec.errors import DataError
+from streamrec.kernel.errors import DataError
 
 
 def test_last_item_is_test_second_to_last_is_valid_rest_is_training() -> None:

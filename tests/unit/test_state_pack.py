@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from streamrec.settings import StateSettings
-from streams.events import Event
-from streams.state import ApplyConfig, Positioned, Progress, pack_batch, tie_break
+from streamrec.contracts.event import Event
+from streamrec.kernel.settings import StateSettings
+from streamrec.state.store import ApplyConfig, Positioned, Progress, pack_batch, tie_break
 from tests.event_order import event_key
 
 

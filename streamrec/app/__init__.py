@@ -1,0 +1,1 @@
+"""Entry points: the CLI, one builder per worker role, the demo, replay, the trainer process."""

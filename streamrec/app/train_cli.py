@@ -1,0 +1,172 @@
+"""Entry points behind ``streamrec train`` and ``streamrec evaluate`` (user-facing output).
+
+Formats: ``seq`` = ``user item`` lines in time order per user (Amazon Games Video.txt);
+``ml100k`` = MovieLens 100K (``ml-100k.inter`` or ``u.data``), grouped by user in time order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recmodels.baselines import BaselineName, fit_baseline
+from recmodels.checkpoint import Checkpoint, CheckpointError
+from recmodels.datasets import read_ml100k, read_sequences
+from recmodels.evaluation import EvalConfig, EvalProtocol, Evaluator, Metrics
+from recmodels.interface import Recommender
+from recmodels.sasrec import SASRecConfig
+from recmodels.split import ItemVocab, LeaveOneOutSplit, Stage, leave_one_out
+from recmodels.training import pick_device, refit, train, write_report
+from streamrec.kernel.errors import DataError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("seq", "ml100k")
+MODELS = ("popularity", "markov", "sasrec")
+STAGES: tuple[Stage, ...] = ("valid", "test")
+PROTOCOLS: tuple[EvalProtocol, ...] = ("sampled", "full")
+Results = dict[str, dict[str, Metrics]]
+
+
+def load_sequences(data: str | Path, fmt: str) -> dict[str, list[str]]:
+    """Per-user item sequences in time order from a data file of format ``fmt``."""
+    if fmt == "seq":
+        return read_sequences(Path(data))
+    if fmt == "ml100k":
+        sequences: dict[str, list[str]] = {}
+        for event in read_ml100k(Path(data)):
+            sequences.setdefault(event.user_id, []).append(event.item_id)
+        return sequences
+    raise DataError(f"data format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def load_split(data: str | Path, fmt: str, vocab: ItemVocab | None = None) -> LeaveOneOutSplit:
+    sequences = load_sequences(data, fmt)
+    if vocab is not None:
+        unknown = next((i for seq in sequences.values() for i in seq if i not in vocab), None)
+        if unknown is not None:
+            raise DataError(f"{data}: item {unknown!r} is not in the checkpoint's vocabulary")
+    return leave_one_out(sequences, vocab)
+
+
+def evaluate_recommender(evaluator: Evaluator, model: Recommender | None = None,
+                         baseline: BaselineName | None = None,
+                         item_embeddings: torch.Tensor | None = None) -> Results:
+    """``{stage: {protocol: metrics}}``; a baseline is refit per stage by its fit policy."""
+    results: Results = {}
+    for stage in STAGES:
+        current = model if baseline is None else fit_baseline(baseline, evaluator.split, stage)
+        if current is None:
+            raise ValueError("evaluate_recommender: give a model or a baseline name")
+        results[stage] = {protocol: evaluator.evaluate(current, stage, protocol,
+                                                       item_embeddings)
+                          for protocol in PROTOCOLS}
+    return results
+
+
+def format_table(rows: dict[str, Results], ks: tuple[int, ...] = (10,)) -> str:
+    """Plain-text table: one line per model and stage, HR/NDCG@K sampled and full."""
+    head = ["model", "stage"] + [f"{proto[:4]} {m}@{k}" for proto in PROTOCOLS
+                                 for k in ks for m in ("HR", "NDCG")]
+    lines = ["  ".join(f"{h:>12}" for h in head)]
+    for name, results in rows.items():
+        for stage, by_protocol in results.items():
+            cells = [name, stage] + [f"{by_protocol[proto][f'{m}@{k}']:.4f}"
+                                     for proto in PROTOCOLS for k in ks
+                                     for m in ("hr", "ndcg")]
+            lines.append("  ".join(f"{c:>12}" for c in cells))
+    return "\n".join(lines)
+
+
+def train_main(data: str, fmt: str, time_budget: float, out: str, *, seed: int = 42,
+               device: str | None = None, overrides: dict[str, Any] | None = None,
+               eval_reserve: float | None = None, threads: int | None = None,
+               progress: bool = True) -> int:
+    """Train SASRec with the default (validated) hyperparameters, select on validation,
+    then evaluate valid and test (sampled and full) and write ``OUT/checkpoint/``,
+    ``OUT/metrics.json`` and ``OUT/learning_curves.png``. ``time_budget`` (seconds) covers
+    the whole run; ``eval_reserve`` of it (default min(120, 10%)) is kept for the final
+    evaluation; ``threads`` sets torch's CPU threads. Returns a process exit code."""
+    started = time.monotonic()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        config = replace(SASRecConfig.from_dict({**SASRecConfig().to_dict(),
+                                                 **(overrides or {})}), seed=seed)
+        split = load_split(data, fmt)
+    except (DataError, ValueError, TypeError) as exc:
+        print(f"streamrec train: {exc}", file=sys.stderr)
+        return 2
+    reserve = eval_reserve if eval_reserve is not None else min(120.0, 0.1 * time_budget)
+    evaluator = Evaluator(split, EvalConfig(ks=(5, 10, 20)))
+    dev = pick_device(device)
+    budget = time_budget - reserve - (time.monotonic() - started)
+    print(f"training SASRec on {len(split.eval_users)} users, {split.n_items} items, "
+          f"device={dev.type}, budget={budget:.0f}s, refit={config.refit}")
+    selected = train(split, config, time_budget_s=budget, device=dev,
+                     evaluator=Evaluator(split, EvalConfig(ks=(10,))),
+                     reserve_for_refit=config.refit, progress=progress)
+    final = selected
+    if config.refit:
+        remaining = time_budget - reserve - (time.monotonic() - started)
+        final = refit(split, selected, time_budget_s=remaining, device=dev, progress=progress)
+    train_seconds = time.monotonic() - started
+    results: Results = {}
+    # validation: the selected model (it never saw a validation item); test: the final one
+    stages: tuple[tuple[Stage, Checkpoint], ...] = (("valid", selected), ("test", final))
+    for stage, checkpoint in stages:
+        recommender = checkpoint.recommender(dev)
+        embeddings = recommender.item_embeddings().cpu()
+        results[stage] = {protocol: evaluator.evaluate(recommender, stage, protocol, embeddings)
+                          for protocol in PROTOCOLS}
+    out_dir = Path(out)
+    final.save(out_dir / "checkpoint")
+    total = time.monotonic() - started
+    write_report(out_dir, final, dict(results),
+                 {"train_seconds": train_seconds, "total_seconds": total, "data": str(data),
+                  "format": fmt, "users": len(split.users), "items": split.n_items,
+                  "torch_threads": torch.get_num_threads()})
+    print(format_table({"sasrec": results}))
+    print(f"selected epoch {selected.meta['best_epoch']}, train {train_seconds:.0f}s "
+          f"(refit {final.meta.get('refit_seconds', 0.0):.0f}s), total {total:.0f}s -> "
+          f"{out_dir / 'metrics.json'}")
+    return 0
+
+
+def evaluate_main(data: str, fmt: str, model: str, checkpoint: str | None,
+                  json_out: str) -> int:
+    """Evaluate one model (popularity, markov or a SASRec checkpoint) on valid and test,
+    sampled and full protocols; print a table and write the metrics as JSON."""
+    if model not in MODELS:
+        print(f"streamrec evaluate: model {model!r}: expected one of {', '.join(MODELS)}",
+              file=sys.stderr)
+        return 2
+    try:
+        if model == "sasrec":
+            if checkpoint is None:
+                raise DataError("model 'sasrec' needs --checkpoint DIR")
+            loaded = Checkpoint.load(checkpoint)
+            split = load_split(data, fmt, loaded.vocab)
+            recommender = loaded.recommender(pick_device(None))
+            results = evaluate_recommender(
+                Evaluator(split), recommender,
+                item_embeddings=recommender.item_embeddings().cpu())
+        else:
+            split = load_split(data, fmt)
+            name: BaselineName = "popularity" if model == "popularity" else "markov"
+            results = evaluate_recommender(Evaluator(split), baseline=name)
+    except (DataError, CheckpointError) as exc:
+        print(f"streamrec evaluate: {exc}", file=sys.stderr)
+        return 2
+    Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_out).write_text(json.dumps({"model": model, "data": str(data), **results},
+                                         indent=2), encoding="utf-8")
+    print(format_table({model: results}))
+    return 0

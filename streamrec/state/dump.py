@@ -1,0 +1,92 @@
+"""``streamrec state dump``: the whole online state as canonical JSON.
+
+Item ids instead of internal indexes, keys and members sorted, popularity expressed at
+the half-life step of the latest event seen (so it does not depend on the landmark).
+Dedupe keys and watermarks are bookkeeping, not state, and are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from streamrec.kernel.clients import redis_client
+from streamrec.kernel.settings import Settings
+from streamrec.state.keys import Keys
+from streamrec.state.reader import decode_sequence
+
+
+def _num(x: float) -> float | int:
+    value = float(f"{x:.15g}")
+    return int(value) if value.is_integer() else value
+
+
+async def _scan(redis: Redis, pattern: str) -> list[str]:
+    return sorted([k.decode() async for k in redis.scan_iter(match=pattern, count=1000)])
+
+
+async def collect_state(redis: Redis, keys: Keys, half_life_s: float) -> dict[str, Any]:
+    r: Any = redis  # redis-py's async return types are too loose to be useful here
+    ids = [x.decode() for x in await r.lrange(keys.item_ids, 0, -1)]
+
+    def name(idx: Any) -> str:
+        return str(ids[int(idx)])
+
+    markov: dict[str, Any] = {}
+    totals = await r.hgetall(keys.markov_totals)
+    row_prefix = keys.markov_row(0)[:-1]
+    for key in await _scan(redis, f"{row_prefix}*"):
+        suffix = key[len(row_prefix):]
+        if not suffix.isdigit():
+            continue
+        row = await r.zrange(key, 0, -1, withscores=True)
+        markov[name(suffix)] = {
+            "total": _num(float(totals.get(suffix.encode(), 0))),
+            "next": {name(m): _num(s) for m, s in sorted(row, key=lambda r: name(r[0]))},
+        }
+
+    meta = await r.hgetall(keys.popularity_meta)
+    scale = 1.0
+    if half_life_s > 0 and b"landmark_step" in meta:
+        landmark_step, max_ts = int(float(meta[b"landmark_step"])), int(float(meta[b"max_ts"]))
+        scale = 2.0 ** (landmark_step - max_ts // int(half_life_s * 1000))
+    pop = await r.zrange(keys.popularity, 0, -1, withscores=True)
+    popularity = {name(m): _num(s * scale) for m, s in pop}
+
+    users: dict[str, Any] = {}
+    user_prefix = keys.user("")
+    for key in await _scan(redis, f"{user_prefix}*"):
+        if key.endswith(":bought"):
+            continue
+        user_id = key[len(user_prefix):]
+        fields = await r.hgetall(key)
+        bought = await r.smembers(keys.bought(user_id))
+        users[user_id] = {
+            "sequence": [ids[i] for i in decode_sequence(fields.get(b"seq", b""))],
+            "events": int(fields.get(b"n", 0)),
+            "last_ts": int(fields[b"ts"]) if b"ts" in fields else None,
+            "bought": sorted(name(b) for b in bought),
+        }
+    return {
+        "items": sorted(ids),
+        "markov": markov,
+        "popularity": popularity,
+        "popularity_at_ts": int(float(meta[b"max_ts"])) if b"max_ts" in meta else None,
+        "users": users,
+    }
+
+
+def canonical_json(state: dict[str, Any]) -> bytes:
+    return orjson.dumps(state, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+
+
+async def dump_state(settings: Settings) -> bytes:
+    redis = redis_client(settings.redis)
+    try:
+        state = await collect_state(redis, Keys(settings.redis.prefix),
+                                    settings.state.popularity_half_life_s)
+    finally:
+        await redis.aclose()
+    return canonical_json(state)
