@@ -62,7 +62,7 @@ from recmodels.split import ItemVocab, leave_one_out
 from recmodels.training import train
 from streamrec.app.train_cli import load_split
 from streamrec.contracts.event import Event, derive_event_id
-from streamrec.kernel.settings import StateSettings
+from streamrec.kernel.settings import StateSettings, TopicSettings
 from streamrec.state.keys import Keys
 from streamrec.state.model_holder import ModelHolder
 from streamrec.state.reader import ServingStateReader
@@ -77,6 +77,7 @@ TARGET_USER_BYTES = 1024
 SLOT_BYTES = 12  # key-table bucket pointers per key (8 B each, ~1.5 per key)
 DICT_ENTRY_BYTES = 24  # one table entry (expiry table)
 DEFAULT_DATA = "../shared/data/games/Video.txt"
+KEYS = Keys()  # the default prefix
 
 
 def load() -> list[float]:
@@ -307,17 +308,21 @@ def user_events(n_users: int, per_user: int, n_items: int,
 
 async def fill_state(url: str, rounds: list[list[Event]], batch: int,
                      partitions: int = 4) -> dict[str, bytes]:
-    """Apply every event through RedisStateStore; returns the users' packed sequences."""
+    """Apply every event through RedisStateStore, each read from its type's topic (a
+    user's events on one partition of each); returns the users' packed sequences."""
     redis = AsyncRedis.from_url(url)
-    store = RedisStateStore(redis, ApplyConfig.from_settings("sr:", "bench", StateSettings()))
-    offsets = [0] * partitions
+    store = RedisStateStore(redis, ApplyConfig.from_settings(KEYS.prefix, "bench",
+                                                             StateSettings()))
+    topics = TopicSettings()
+    offsets: dict[tuple[str, int], int] = {}
     sequences: dict[str, bytes] = {}
     pending: list[Positioned] = []
     try:
         for event in (e for r in rounds for e in r):
-            partition = hash(event.user_id) % partitions
-            pending.append(Positioned("streamrec.events", partition, offsets[partition], event))
-            offsets[partition] += 1
+            part = (getattr(topics, event.type), hash(event.user_id) % partitions)
+            offset = offsets.get(part, 0)
+            pending.append(Positioned(*part, offset, event))
+            offsets[part] = offset + 1
             if len(pending) >= batch:
                 sequences.update((await store.apply(pending)).sequences)
                 pending = []
@@ -350,7 +355,7 @@ async def write_vectors_and_served(url: str, sequences: dict[str, bytes], n_item
                                    top_n: int) -> tuple[float, float, bytes]:
     """UserVectorWriter for every user, then the served lists; used_memory after each."""
     redis = AsyncRedis.from_url(url)
-    keys = Keys("sr:")
+    keys = KEYS
     try:
         writer = UserVectorWriter(UserWriter(redis, keys), vector_model(n_items))
         users = list(sequences)
@@ -382,12 +387,12 @@ def what_if(r: Redis, user_keys: Sequence[bytes], sample: int = 1000) -> dict[st
     own key."""
     out: dict[str, list[int]] = {"as_is": [], "emb_float16": [],
                                  "emb_float16_served_field": []}
-    served = [b"sr:served:" + key[len(b"sr:u:"):] for key in user_keys[:sample]]
-    lists = r.mget(served)
-    for key, listed in zip(user_keys[:sample], lists, strict=True):
+    users = [KEYS.user_of(key.decode()) or "" for key in user_keys[:sample]]
+    lists = r.mget([KEYS.served(user) for user in users])
+    for key, user, listed in zip(user_keys[:sample], users, lists, strict=True):
         fields: dict[Any, Any] = r.hgetall(key)
         half = np.frombuffer(_as_bytes(fields[b"emb"]), dtype="<f4").astype("<f2").tobytes()
-        copy_key = b"sr:w:" + key[len(b"sr:u:"):]
+        copy_key = KEYS.scratch(user)  # as long as the user's key
         for name, mapping in (("as_is", fields),
                               ("emb_float16", {**fields, b"emb": half}),
                               ("emb_float16_served_field",
@@ -432,6 +437,11 @@ def scan_keys(r: Redis, pattern: str) -> list[bytes]:
     return list(r.scan_iter(match=pattern, count=10_000))
 
 
+def key_name(key: str) -> str:
+    """A key without the prefix: its name in the report."""
+    return key.removeprefix(KEYS.prefix)
+
+
 def memory_usage(r: Redis, keys: Sequence[bytes | str]) -> list[int]:
     pipe = r.pipeline(transaction=False)
     for key in keys:
@@ -471,16 +481,18 @@ def redis_case(binary: str, config: Sequence[str], n_users: int, per_user: int,
             sequences = asyncio.run(fill_state(url, rounds, batch=2000))
             apply_s = time.perf_counter() - started
             after_state = key_memory(r)
-            user_keys = [k for k in scan_keys(r, "sr:u:*") if not k.endswith(b":bought")]
-            bought = scan_keys(r, "sr:u:*:bought")
+            user_keys = [k for k in scan_keys(r, KEYS.user_pattern)
+                         if KEYS.user_of(k.decode()) is not None]
+            bought = scan_keys(r, KEYS.bought_pattern)
             before_vectors = memory_usage(r, user_keys)
             after_vectors, after_served, emb = asyncio.run(
                 write_vectors_and_served(url, sequences, n_items, top_n=10))
             users = memory_usage(r, user_keys)
-            served = scan_keys(r, "sr:served:*")
-            dedupe = scan_keys(r, "sr:dedupe:*")
-            rows = [k for k in scan_keys(r, "sr:mk:*") if k != b"sr:mk:total"]
-            items_seen = int(r.llen("sr:item:ids"))
+            served = scan_keys(r, KEYS.served_pattern)
+            dedupe = scan_keys(r, KEYS.dedupe_pattern)
+            rows = [k for k in scan_keys(r, KEYS.markov_pattern)
+                    if KEYS.markov_row_of(k.decode()) is not None]
+            items_seen = int(r.llen(KEYS.item_ids))
             row_sizes = np.array([int(x) for x in _pipeline(r, "zcard", rows)])
             row_bytes = memory_usage(r, rows)
             kinds = {
@@ -491,9 +503,10 @@ def redis_case(binary: str, config: Sequence[str], n_users: int, per_user: int,
                 "dedupe_key": summarise(memory_usage(r, dedupe)),
                 "markov_row": summarise(row_bytes),
             }
-            shared = {name: int(memory_usage(r, [f"sr:{name}"])[0])
-                      for name in ("item:idx", "item:ids", "mk:total", "pop", "pop:meta",
-                                   "stats")}
+            shared_keys = [KEYS.item_index, KEYS.item_ids, KEYS.markov_totals, KEYS.popularity,
+                           KEYS.popularity_meta, KEYS.stats]
+            shared = {key_name(key): size for key, size in
+                      zip(shared_keys, memory_usage(r, shared_keys), strict=True)}
             encoding = {"user_hash": encodings(r, user_keys), "markov_row": encodings(r, rows),
                         "bought_set": encodings(r, bought)}
             variants = what_if(r, user_keys)
@@ -537,7 +550,8 @@ def redis_case(binary: str, config: Sequence[str], n_users: int, per_user: int,
                    "entries_max": int(row_sizes.max()),
                    "bytes_per_row": float(np.mean(row_bytes)),
                    "bytes_per_entry": float(np.sum(row_bytes) / max(row_sizes.sum(), 1)),
-                   "total_hash_bytes_per_item": shared["mk:total"] / max(len(rows), 1)},
+                   "total_hash_bytes_per_item": shared[key_name(KEYS.markov_totals)]
+                   / max(len(rows), 1)},
         "kinds": kinds, "shared_keys_bytes": shared, "encodings": encoding,
         "what_if_user_hash_bytes": variants,
     }

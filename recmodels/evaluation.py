@@ -196,11 +196,3 @@ class Evaluator:
                     out[f"diversity@{k}"] = sum(diversity[k]) / len(all_ranks)
         log.debug("evaluate stage=%s protocol=%s users=%d", stage, protocol, len(all_ranks))
         return out
-
-    def evaluate_all(self, model: Recommender, stages: Sequence[Stage] = ("valid", "test"),
-                     protocols: Sequence[EvalProtocol] = ("sampled", "full"),
-                     item_embeddings: torch.Tensor | None = None,
-                     ) -> dict[str, dict[str, Metrics]]:
-        """``{stage: {protocol: metrics}}`` for every combination asked for."""
-        return {stage: {protocol: self.evaluate(model, stage, protocol, item_embeddings)
-                        for protocol in protocols} for stage in stages}

@@ -1,8 +1,9 @@
 """The model a worker uses online, and its hot swap.
 
-Online item indexes are Redis indexes (0-based, ``sr:item:ids``); a model trained by the
-trainer has the vocabulary ``sr:item:ids`` in order, so model row = Redis index + 1. Items
-newer than the model have no row until the next version.
+Online item indexes are positions in the state's append-only item id list (0-based; the
+key is ``Keys.item_ids`` of :mod:`streamrec.state.keys`); a model trained by the trainer has
+that list, in order, as its vocabulary, so model row = online index + 1. Items newer than
+the model have no row until the next version.
 """
 
 from __future__ import annotations

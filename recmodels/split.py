@@ -73,21 +73,8 @@ class ItemVocab:
         except KeyError:
             raise DataError(f"item vocabulary: unknown item id {item!r}") from None
 
-    def get(self, item: str, default: int = PAD) -> int:
-        return self._index.get(item, default)
-
-    def item(self, index: int) -> str:
-        if not 1 <= index <= len(self._items):
-            raise DataError(f"item vocabulary: index {index} outside 1..{len(self._items)}")
-        return self._items[index - 1]
-
     def encode(self, items: Iterable[str]) -> list[int]:
         return [self.index(item) for item in items]
-
-    def extended(self, items: Iterable[str]) -> ItemVocab:
-        """A new vocabulary that keeps every old index and appends unseen items."""
-        new = sorted({i for i in items if i not in self._index}, key=_natural_key)
-        return ItemVocab(self._items + tuple(new))
 
     def to_list(self) -> list[str]:
         return list(self._items)
@@ -166,11 +153,3 @@ def leave_one_out(sequences: Mapping[str, Sequence[str]],
              vocab.n_items)
     return LeaveOneOutSplit(vocab, tuple(users), tuple(train), tuple(valid), tuple(test),
                             tuple(eval_users))
-
-
-def sequences_from_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    """Group time-ordered ``(user, item)`` pairs into per-user sequences."""
-    out: dict[str, list[str]] = {}
-    for user, item in pairs:
-        out.setdefault(user, []).append(item)
-    return out

@@ -7,7 +7,7 @@ rows) -> train within the time budget (validation picks the epoch) -> evaluate t
 the current version on the same holdout -> publish only when the new one's NDCG@10 is at
 least the current one's minus a tolerance -> fit the serving blend (weights and
 normalisation) on the same holdout (:mod:`recmodels.blend_holdout`) and store it with the
-version -> flip ``sr:model:current`` and announce.
+version -> make it the current version (:class:`ModelStore`) and announce.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 import torch
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
 from recmodels.blend_holdout import fit_serving_blend
 from recmodels.checkpoint import warm_start
@@ -35,7 +34,7 @@ from streamrec.kernel.retry import probe_redis
 from streamrec.kernel.settings import Settings
 from streamrec.state.keys import Keys
 from streamrec.state.model_store import ModelStore
-from streamrec.state.reader import decode_sequence
+from streamrec.state.users import read_sequences
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +49,6 @@ class RoundResult:
     users: int
     items: int
     blend: dict[str, Any] | None = None  # fitted on the holdout (model metadata "blend")
-
-
-async def read_sequences(redis: Redis, keys: Keys) -> tuple[list[str], dict[str, list[str]]]:
-    """Item ids in Redis index order, and every user's recent sequence as item ids."""
-    r: Any = redis
-    ids = [x.decode() for x in await r.lrange(keys.item_ids, 0, -1)]
-    prefix = keys.user("")
-    users = [key.decode()[len(prefix):] async for key in r.scan_iter(match=f"{prefix}*",
-                                                                       count=2000)]
-    users = sorted(u for u in users if not u.endswith(":bought"))
-    sequences: dict[str, list[str]] = {}
-    for start in range(0, len(users), 2000):
-        chunk = users[start:start + 2000]
-        pipe = r.pipeline(transaction=False)
-        for user in chunk:
-            pipe.hget(keys.user(user), "seq")
-        for user, packed in zip(chunk, await pipe.execute(), strict=True):
-            if packed:
-                sequences[user] = [ids[i] for i in decode_sequence(packed)]
-    return ids, sequences
 
 
 def _holdout_metrics(evaluator: Evaluator, model: SASRecRecommender) -> dict[str, float]:

@@ -11,7 +11,7 @@
 -- half-life steps, w * 2^(floor(ts / half_life) - landmark_step), so every term is a power
 -- of two times the weight and float sums are exact in any order.
 --
--- ARGV layout (built by streams/state.py):
+-- ARGV layout (built by pack_batch in streamrec/state/store.py):
 --   1 prefix  2 sequence length L  3 reorder window W (events kept per user)
 --   4 popularity half-life ms (0: none)
 --   5 dedupe TTL s (0: off)  6 allowed lateness ms (<0: off)  7 watermark group

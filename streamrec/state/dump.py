@@ -16,6 +16,7 @@ from streamrec.kernel.clients import redis_client
 from streamrec.kernel.settings import Settings
 from streamrec.state.keys import Keys
 from streamrec.state.reader import decode_sequence
+from streamrec.state.users import user_ids
 
 
 def _num(x: float) -> float | int:
@@ -23,8 +24,11 @@ def _num(x: float) -> float | int:
     return int(value) if value.is_integer() else value
 
 
-async def _scan(redis: Redis, pattern: str) -> list[str]:
-    return sorted([k.decode() async for k in redis.scan_iter(match=pattern, count=1000)])
+async def _markov_rows(redis: Redis, keys: Keys) -> list[tuple[str, int]]:
+    """Each Markov row key with its item index, sorted by key."""
+    found = [raw.decode() async for raw in redis.scan_iter(match=keys.markov_pattern,
+                                                           count=1000)]
+    return sorted((key, idx) for key in found if (idx := keys.markov_row_of(key)) is not None)
 
 
 async def collect_state(redis: Redis, keys: Keys, half_life_s: float) -> dict[str, Any]:
@@ -36,14 +40,10 @@ async def collect_state(redis: Redis, keys: Keys, half_life_s: float) -> dict[st
 
     markov: dict[str, Any] = {}
     totals = await r.hgetall(keys.markov_totals)
-    row_prefix = keys.markov_row(0)[:-1]
-    for key in await _scan(redis, f"{row_prefix}*"):
-        suffix = key[len(row_prefix):]
-        if not suffix.isdigit():
-            continue
+    for key, idx in await _markov_rows(redis, keys):
         row = await r.zrange(key, 0, -1, withscores=True)
-        markov[name(suffix)] = {
-            "total": _num(float(totals.get(suffix.encode(), 0))),
+        markov[name(idx)] = {
+            "total": _num(float(totals.get(str(idx).encode(), 0))),
             "next": {name(m): _num(s) for m, s in sorted(row, key=lambda r: name(r[0]))},
         }
 
@@ -56,12 +56,8 @@ async def collect_state(redis: Redis, keys: Keys, half_life_s: float) -> dict[st
     popularity = {name(m): _num(s * scale) for m, s in pop}
 
     users: dict[str, Any] = {}
-    user_prefix = keys.user("")
-    for key in await _scan(redis, f"{user_prefix}*"):
-        if key.endswith(":bought"):
-            continue
-        user_id = key[len(user_prefix):]
-        fields = await r.hgetall(key)
+    for user_id in await user_ids(redis, keys):
+        fields = await r.hgetall(keys.user(user_id))
         bought = await r.smembers(keys.bought(user_id))
         users[user_id] = {
             "sequence": [ids[i] for i in decode_sequence(fields.get(b"seq", b""))],

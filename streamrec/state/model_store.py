@@ -1,6 +1,7 @@
-"""Published model versions in Redis: ``sr:model:{ver}:weights`` (safetensors bytes),
-``sr:model:{ver}:meta`` (JSON: config, items, metrics, and the blend fitted on the
-trainer's holdout when there is one), ``sr:model:current`` (version).
+"""Published model versions in Redis: per version its weights (safetensors bytes,
+:meth:`Keys.model_weights`) and its metadata (JSON: config, items, metrics, and the blend
+fitted on the trainer's holdout when there is one, :meth:`Keys.model_meta`), and the
+current version (:attr:`Keys.model_current`).
 
 The trainer writes a version's blobs first and flips ``current`` with one SET, so a reader
 sees either the old version or the complete new one. Weights are safetensors: loading
@@ -73,29 +74,21 @@ class ModelStore:
         self._redis = redis
         self._keys = keys
 
-    def _key(self, version: str, part: str) -> str:
-        return f"{self._keys.prefix}model:{version}:{part}"
-
-    @property
-    def current_key(self) -> str:
-        return f"{self._keys.prefix}model:current"
-
     async def current_version(self) -> str | None:
-        raw = await self._redis.get(self.current_key)
+        raw = await self._redis.get(self._keys.model_current)
         return raw.decode() if isinstance(raw, bytes) else raw
 
     async def next_version(self) -> str:
-        n = await self._redis.incr(f"{self._keys.prefix}model:seq")
+        n = await self._redis.incr(self._keys.model_seq)
         return f"sasrec-{int(n):04d}"
 
     async def load(self, version: str) -> PublishedModel:
-        found: list[Any] = await self._redis.mget(self._key(version, "weights"),
-                                                  self._key(version, "meta"))
+        meta_key = self._keys.model_meta(version)
+        found: list[Any] = await self._redis.mget(self._keys.model_weights(version), meta_key)
         weights, meta = found
         if weights is None or meta is None:
-            raise ModelStoreError(f"{self._key(version, 'meta')}: model version {version!r} "
-                                  "is not in Redis")
-        return from_blobs(weights, meta, self._key(version, "meta"))
+            raise ModelStoreError(f"{meta_key}: model version {version!r} is not in Redis")
+        return from_blobs(weights, meta, meta_key)
 
     async def load_current(self) -> PublishedModel | None:
         version = await self.current_version()
@@ -105,26 +98,19 @@ class ModelStore:
                       keep: int = 3, blend: dict[str, Any] | None = None) -> str:
         """Write a new version, flip ``current`` to it, drop versions older than ``keep``.
         ``blend``: the fitted blend (:meth:`BlendWeights.to_meta`), when there is one."""
+        keys = self._keys
         version = await self.next_version()
         weights, meta = to_blobs(checkpoint, version, metrics, int(time.time() * 1000), blend)
-        await self._redis.mset({self._key(version, "weights"): weights,
-                                self._key(version, "meta"): meta})
-        await self._redis.set(self.current_key, version)
-        await self._redis.rpush(f"{self._keys.prefix}model:versions", version)
-        versions_key = f"{self._keys.prefix}model:versions"
-        old: list[Any] = await self._redis.lrange(versions_key, 0, -keep - 1)
+        await self._redis.mset({keys.model_weights(version): weights,
+                                keys.model_meta(version): meta})
+        await self._redis.set(keys.model_current, version)
+        await self._redis.rpush(keys.model_versions, version)
+        old: list[Any] = await self._redis.lrange(keys.model_versions, 0, -keep - 1)
         for stale in old:
             name = stale.decode()
-            await self._redis.delete(self._key(name, "weights"), self._key(name, "meta"))
+            await self._redis.delete(keys.model_weights(name), keys.model_meta(name))
         if old:
-            await self._redis.ltrim(f"{self._keys.prefix}model:versions", len(old), -1)
+            await self._redis.ltrim(keys.model_versions, len(old), -1)
         log.info("model published version=%s items=%d metrics=%s", version,
                  checkpoint.vocab.n_items, metrics)
         return version
-
-    async def meta_of(self, version: str) -> dict[str, Any]:
-        raw = await self._redis.get(self._key(version, "meta"))
-        if raw is None:
-            raise ModelStoreError(f"{self._key(version, 'meta')}: no such model version")
-        meta: dict[str, Any] = json.loads(raw)
-        return meta

@@ -17,7 +17,8 @@ from streamrec.kernel.settings import StateSettings
 
 @dataclass(frozen=True, slots=True)
 class Positioned:
-    """A normalised event with its coordinates on ``streamrec.events``."""
+    """A normalised event with its coordinates on its input topic (events.view,
+    events.click or events.purchase): the topic, partition and offset it was read at."""
 
     topic: str
     partition: int

@@ -16,8 +16,8 @@ async def reset_watermarks(redis: Redis, keys: Keys, group: str, topics: Sequenc
     """Forget the watermarks of ``topics``: they are about to be new logs, starting at 0."""
     removed = 0
     for topic in topics:
-        pattern = keys.watermark(group, topic, 0)[:-1] + "*"
-        found = [key async for key in redis.scan_iter(match=pattern, count=1000)]
+        found = [key async for key in redis.scan_iter(match=keys.watermark_pattern(group, topic),
+                                                      count=1000)]
         if found:
             removed += int(await redis.delete(*found))
     if removed:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from recmodels import trainer as trainer_module
 from recmodels.datasets import synthetic_stream
 from recmodels.training import train
+from streamrec.app import trainer as trainer_module
 from streamrec.contracts.event import Event
 from streamrec.kernel.settings import Settings
 from streamrec.state.keys import Keys

@@ -167,7 +167,7 @@ def test_loading_a_broken_checkpoint_names_the_problem(trained: Checkpoint,
 
 
 def test_warm_start_keeps_known_items_and_adds_fresh_rows(trained: Checkpoint) -> None:
-    vocab = trained.vocab.extended(["new-a", "new-b"])
+    vocab = ItemVocab([*trained.vocab.items, "new-a", "new-b"])
     model = warm_start(trained, vocab, seed=0)
     old = trained.model()
     assert model.n_items == N_ITEMS + 2

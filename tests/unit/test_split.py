@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recmodels.split import PAD, ItemVocab, leave_one_out, sequences_from_pairs
+from recmodels.split import PAD, ItemVocab, leave_one_out
 from streamrec.kernel.errors import DataError
 
 
@@ -50,19 +50,8 @@ def test_vocab_is_dense_from_one_numeric_ids_in_numeric_order() -> None:
     assert vocab.items == ("9", "10", "100", "x")
     assert [vocab.index(i) for i in vocab.items] == [1, 2, 3, 4]
     assert vocab.n_items == 4
-    assert vocab.item(1) == "9"
     with pytest.raises(DataError, match="unknown item id 'nope'"):
         vocab.index("nope")
-    with pytest.raises(DataError, match="index 0"):
-        vocab.item(PAD)
-
-
-def test_extended_vocab_keeps_every_old_index_and_appends_new_items() -> None:
-    old = ItemVocab(["a", "b", "c"])
-    new = old.extended(["c", "z", "d", "a"])
-    assert [new.index(i) for i in ("a", "b", "c")] == [1, 2, 3]
-    assert new.items[3:] == ("d", "z")
-    assert old.n_items == 3  # unchanged
 
 
 def test_split_with_a_given_vocab_uses_its_indices() -> None:
@@ -70,11 +59,6 @@ def test_split_with_a_given_vocab_uses_its_indices() -> None:
     split = leave_one_out({"u": ["x", "y", "z"]}, vocab)
     assert split.train[0] == (3,)
     assert (split.valid[0], split.test[0]) == (2, 1)
-
-
-def test_sequences_from_pairs_keeps_time_order_per_user() -> None:
-    pairs = [("u", "1"), ("v", "5"), ("u", "2"), ("u", "3")]
-    assert sequences_from_pairs(pairs) == {"u": ["1", "2", "3"], "v": ["5"]}
 
 
 @settings(max_examples=60, deadline=None)
