@@ -2,7 +2,8 @@
 
 (a) raw aiokafka passthrough: consume, decode, produce the same events (the ceiling);
 (b) a Faust agent that only consumes them with take_events (Faust's own overhead floor);
-(c) one streamrec worker's full path: validation, effectively-once state, user vectors,
+(c) one streamrec worker's full path, once per --consumers mode (batch, faust; each on
+    its own topics and an empty Redis): validation, effectively-once state, user vectors,
     scoring, publication. Like (a) and (b) it reads a backlog: the events are published
     while no worker runs; the clock runs from the worker's first applied batch (polled;
     the events of that batch are not counted) to its last list's broker timestamp.
@@ -99,8 +100,8 @@ async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         await admin.close()
 
 
-async def _fill(bootstrap: str, topic: str | None, payloads: list[bytes]) -> None:
-    """Publish keyed by user to ``topic``, or (None) each event to its type's input topic."""
+async def _fill(bootstrap: str, topic: str | dict[str, str], payloads: list[bytes]) -> None:
+    """Publish keyed by user to ``topic``, or each event to its type's topic (a dict)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
                                 max_batch_size=512 * 1024)
     await producer.start()
@@ -109,8 +110,8 @@ async def _fill(bootstrap: str, topic: str | None, payloads: list[bytes]) -> Non
         for raw in payloads:
             event = orjson.loads(raw)
             key = event["user_id"].encode()
-            pending.append(await producer.send(topic or f"events.{event['type']}", raw,
-                                               key=key))
+            to = topic if isinstance(topic, str) else topic[event["type"]]
+            pending.append(await producer.send(to, raw, key=key))
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -425,14 +426,15 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
               paced_seconds: float, paced_fraction: float = 0.5, partitions: int = 1,
               linger_ms: int = 5, broker_pid: int | None = None,
               redis_pid: int | None = None, paced_rate: float | None = None,
-              users: int = 20_000, pin: bool = False
+              users: int = 20_000, pin: bool = False, consumer: str = "batch"
               ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One worker (role all). A warm-up builds the state and, with a training budget, a
     SASRec version is trained on it and loaded, so the run includes user embeddings and
     sequence scoring. Then (c): the n events are published as fast as the producer goes
     (several times the worker's rate: a backlog from the start); the clock runs from the
     first of them to the broker timestamp of the last list. Then (d): half that rate
-    offered for ``paced_seconds`` to the same worker."""
+    offered for ``paced_seconds`` to the same worker. ``consumer``: the worker's
+    ``worker.consumer``; each mode has topics and a group of its own, on an empty Redis."""
     n = len(payloads)
     bootstrap = f"127.0.0.1:{kafka}"
     http = free_port()
@@ -440,23 +442,31 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
         "kafka": {"bootstrap": bootstrap, "partitions": partitions},
         "redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
         "metrics": {"port": http}, "log_level": "WARNING",
-        "worker": {"data_dir": str(run / "faust"), "event_loop": loop},
+        "worker": {"data_dir": str(run / f"faust-{consumer}"), "event_loop": loop,
+                   "consumer": consumer, "app_id": f"bench-{consumer}"},
+        "topics": {name: f"{default}.{consumer}" for name, default in (
+            ("view", "events.view"), ("click", "events.click"),
+            ("purchase", "events.purchase"), ("dlq", "events.dlq"),
+            ("user_updates", "streamrec.user-updates"), ("recommendations", "recommendations"),
+            ("model_updates", "streamrec.model-updates"))},
         "trainer": {"threads": 1}}
     env = dict(os.environ, **settings_env(values))
+    inputs_by_type = input_topics(Settings.model_validate(values))
     redis = Redis(port=redis_port)
+    redis.flushall()
     pin_worker = _pinning(pin, [broker_pid, redis_pid, os.getpid()])
     worker = WorkerProcess(env, run, role="all")
     try:
         pin_worker(worker.start().pid)
         worker.wait_ready()
-        asyncio.run(_fill(bootstrap, None, warmup))
+        asyncio.run(_fill(bootstrap, inputs_by_type, warmup))
         wait_applied(redis, len(warmup), worker)
         model = train_and_load(env, http, train_budget_s) if train_budget_s > 0 else "markov"
         time.sleep(1.0)  # the warm-up's last lists
         # (c) reads a backlog, like (a) and (b): the worker stops, the n events are
         # published, and a new worker in the same group resumes after the warm-up.
         worker.stop()
-        asyncio.run(_fill(bootstrap, None, payloads))
+        asyncio.run(_fill(bootstrap, inputs_by_type, payloads))
         worker = WorkerProcess(env, run, role="all")
         pin_worker(worker.start().pid)
         base = len(warmup)
@@ -467,8 +477,8 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
         cpu = cpu_seconds(worker.pid) - cpu0
         calls = _redis_calls(redis) - calls0
         ours = {orjson.loads(raw)["event_id"] for raw in payloads}
-        lists = [(ts, body) for ts, body in asyncio.run(_published_lists(bootstrap,
-                                                                          "recommendations"))
+        lists = [(ts, body) for ts, body in asyncio.run(_published_lists(
+                     bootstrap, values["topics"]["recommendations"]))
                  if body["trigger"]["event_id"] in ours]
         outcome = _check_outcome(payloads, lists, redis, len(warmup))
         stages = _stage_seconds(http)
@@ -551,6 +561,9 @@ def main() -> int:
                    help="a redis.conf line after the stack's own, which it overrides "
                         "(repeatable; e.g. 'auto-aof-rewrite-min-size 1gb': no AOF rewrite "
                         "within a run)")
+    p.add_argument("--consumers", default="batch,faust",
+                   help="(c) once per worker.consumer mode, side by side (the first one is "
+                        "the default mode and also runs (d))")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
                    help="event loop of all three paths (the worker's default is uvloop)")
     args = p.parse_args()
@@ -573,18 +586,24 @@ def main() -> int:
         asyncio.run(_fill(bootstrap, "bench.in", payloads))
         raw = asyncio.run(raw_passthrough(bootstrap, "bench.in", args.events))
         faust_s = faust_consume(bootstrap, "bench.in", args.events, run, args.loop)
-        full, paced = full_path(kafka, redis_port, payloads, run, args.loop,
-                                _events(args.warmup, args.users, seed=11, mix=args.mix),
-                                args.train_budget,
-                                args.paced_seconds, args.paced_fraction, args.partitions,
-                                args.linger_ms,
-                                stack.service("kafka").pid,
-                                stack.service("redis").pid, args.paced_rate, args.users,
-                                args.pin)
+        modes = args.consumers.split(",")
+        full_by_mode: dict[str, dict[str, Any]] = {}
+        paced = None
+        for k, mode in enumerate(modes):
+            full_by_mode[mode], paced_of_mode = full_path(
+                kafka, redis_port, payloads, run, args.loop,
+                _events(args.warmup, args.users, seed=11, mix=args.mix), args.train_budget,
+                args.paced_seconds if k == 0 else 0.0, args.paced_fraction,
+                args.partitions, args.linger_ms, stack.service("kafka").pid,
+                stack.service("redis").pid, args.paced_rate, args.users, args.pin, mode)
+            paced = paced if k else paced_of_mode
     finally:
         stack.down()
+    full = full_by_mode[modes[0]]
     rates = {"raw_aiokafka": args.events / raw, "faust_consume_only": args.events / faust_s,
-             "streamrec_full_path": args.events / full["seconds"]}
+             "streamrec_full_path": args.events / full["seconds"],
+             **{f"streamrec_full_path_{mode}": args.events / found["seconds"]
+                for mode, found in full_by_mode.items()}}
     result = {
         "events": args.events, "mix": args.mix, "loop": args.loop, "worker_pinned": args.pin,
         "machine": f"{os.cpu_count()} cores, embedded Tansu + Redis {redis_server}",
@@ -593,7 +612,13 @@ def main() -> int:
         "events_per_s": rates,
         "ratio_full_to_raw": rates["streamrec_full_path"] / rates["raw_aiokafka"],
         "ratio_full_to_faust": rates["streamrec_full_path"] / rates["faust_consume_only"],
+        "default_consumer": modes[0],
+        "ratios_by_consumer": {mode: {
+            "to_raw": rates[f"streamrec_full_path_{mode}"] / rates["raw_aiokafka"],
+            "to_faust": rates[f"streamrec_full_path_{mode}"] / rates["faust_consume_only"]}
+            for mode in modes},
         "full_path": full,
+        "full_path_by_consumer": full_by_mode,
         "freshness_at_half_rate": paced,
         "model": full["model"],
     }

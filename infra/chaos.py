@@ -60,7 +60,7 @@ def _settings_values(bootstrap: str, redis_url: str, tag: str,
         "kafka": {"bootstrap": bootstrap, "partitions": 4},
         "redis": {"url": redis_url, "prefix": f"c{tag}:"},
         "topics": {name: f"{name}-{tag}" for name in (
-            "view", "click", "purchase", "dlq", "events", "user_updates", "recommendations",
+            "view", "click", "purchase", "dlq", "user_updates", "recommendations",
             "model_updates")},
         "worker": {"app_id": f"chaos-{tag}"},
     }
@@ -92,6 +92,7 @@ class ChaosRunner:
         self.stack = Stack(self.run_dir / "stack")
         self.kafka_port = free_port()
         self.redis_port = free_port()
+        self._clean: dict[int, tuple[RunReport, dict[str, Any]]] = {}
 
     def __enter__(self) -> ChaosRunner:
         self.stack.up(kafka_port=self.kafka_port, redis_port=self.redis_port)
@@ -107,11 +108,12 @@ class ChaosRunner:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     def _run(self, name: str, kills: int, rng: random.Random, redis_outage_s: float,
-             redis_crashes: int = 0, lose_writes: bool = False
+             redis_crashes: int = 0, lose_writes: bool = False, consumer: str = "batch"
              ) -> tuple[RunReport, dict[str, Any]]:
         tag = uuid.uuid4().hex[:8]
         values = _settings_values(f"127.0.0.1:{self.kafka_port}", self.redis_url, tag,
                                   self.batch_size)
+        values["worker"]["consumer"] = consumer
         work = self.run_dir / f"{name}-{tag}"
         values["worker"]["data_dir"] = str(work / "faust")
         settings = Settings.model_validate(values)
@@ -217,10 +219,15 @@ class ChaosRunner:
             await redis.aclose()
 
     def check(self, seed: int, kills: int, redis_outage_s: float = 0.0,
-              redis_crashes: int = 0, lose_writes: bool = False) -> Verdict:
-        clean, clean_state = self._run("clean", 0, random.Random(seed), 0.0)
+              redis_crashes: int = 0, lose_writes: bool = False,
+              consumer: str = "batch") -> Verdict:
+        """A clean run (batch consumer; once per seed, kept for the next checks) against a
+        run with the faults, whose worker consumes with ``consumer`` (worker.consumer)."""
+        if seed not in self._clean:
+            self._clean[seed] = self._run("clean", 0, random.Random(seed), 0.0)
+        clean, clean_state = self._clean[seed]
         chaos, chaos_state = self._run("chaos", kills, random.Random(seed), redis_outage_s,
-                                       redis_crashes, lose_writes)
+                                       redis_crashes, lose_writes, consumer)
         differing = diff_states(clean_state, chaos_state)
         return Verdict(seed=seed, identical=not differing, differing_keys=differing[:100],
                        clean=clean, chaos=chaos)

@@ -92,6 +92,11 @@ class Recommender:
             return model.blend
         return self._weights
 
+    async def read_ahead(self, user_ids: Sequence[str]) -> asyncio.Future[Snapshot]:
+        """Send the read of these users' state now (the state step just applied them); the
+        future parses the reply (see :meth:`lists`' ``snapshot``)."""
+        return await self._reader.read_ahead(user_ids)
+
     async def recommend(self, updates: Sequence[UserUpdate],
                         n: int | None = None) -> list[Recommendation]:
         """One v1 message per distinct user, for the latest update of each, not

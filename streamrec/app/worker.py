@@ -1,4 +1,15 @@
-"""The one place that wires the worker process: settings -> clients -> Faust app -> agents."""
+"""The one place that wires a worker process: settings -> clients -> Faust app -> the
+role's consumer and work. One builder per role:
+
+* ``stream``: the event path (:mod:`streams.pipeline`) over the three input topics; it
+  announces each changed user on ``streamrec.user-updates``;
+* ``serving``: lists for the users on ``streamrec.user-updates`` (:mod:`serving.publisher`);
+* ``all``: the event path with serving inline (one Kafka hop per event).
+
+``worker.consumer`` picks how the role's topics are consumed: ``batch`` (an aiokafka
+consumer below Faust, :mod:`streamrec.kernel.consumer`) or ``faust`` (a Faust agent,
+:mod:`streamrec.kernel.faust_source`). Both feed the same work.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +18,14 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import faust
 import torch
-from faust.app.base import BootStrategy
+from redis.asyncio import Redis
 from threadpoolctl import threadpool_limits
 
 from infra.stack import port_is_free
@@ -21,11 +33,13 @@ from recmodels.online import encoder_dtype
 from serving.publisher import serve, serve_inline
 from serving.recommender import MARKOV_VERSION, Recommender
 from serving.web import install_views
+from streamrec.app.faust_app import App, install_extensions, make_app
 from streamrec.kernel import metrics
 from streamrec.kernel.allocator import keep_freed_memory
-from streamrec.kernel.clients import kafka_ssl_context, redis_client
-from streamrec.kernel.consumer import Batch, BatchConsumer, consume
+from streamrec.kernel.clients import redis_client
+from streamrec.kernel.consumer import Batch, BatchConsumer, Source, consume
 from streamrec.kernel.errors import StreamrecError
+from streamrec.kernel.faust_source import FaustSource
 from streamrec.kernel.outbox import Outbox
 from streamrec.kernel.retry import probe_redis, redis_call
 from streamrec.kernel.settings import Settings
@@ -38,48 +52,14 @@ from streamrec.state.reader import ServingStateReader
 from streamrec.state.store import ApplyConfig, RedisStateStore
 from streamrec.state.user_writes import UserWriter
 from streamrec.state.watermarks import reset_watermarks
-from streams.pipeline import EventPath, ReadAhead, process_events, publish_updates
+from streams.pipeline import EventPath, process_events, publish_updates
 from streams.user_vectors import UserVectorWriter
 
 log = logging.getLogger(__name__)
 
-
-def _credentials(settings: Settings) -> Any:
-    k = settings.kafka
-    if k.sasl_mechanism:
-        password = k.sasl_password.get_secret_value() if k.sasl_password else ""
-        return faust.SASLCredentials(username=k.sasl_username or "", password=password,
-                                     mechanism=k.sasl_mechanism,
-                                     ssl_context=kafka_ssl_context(k))
-    context = kafka_ssl_context(k)
-    return faust.SSLCredentials(context) if context is not None else None
-
-
-class _Boot(BootStrategy):
-    # The worker's input is consumed below Faust's streams (streamrec.kernel.consumer); Faust runs
-    # the web views, the timers and the producer.
-    enable_kafka_consumer = False
-
-
-class App(faust.App):
-    BootStrategy = _Boot
-    _before_stop: list[Callable[[], Awaitable[None]]] | None = None
-
-    def add_before_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Run ``hook`` when the app stops, before its producer and web server stop (Faust
-        stops those before it cancels the app's tasks)."""
-        if self._before_stop is None:
-            self._before_stop = []
-        self._before_stop.append(hook)
-
-    async def on_stop(self) -> None:
-        for hook in self._before_stop or []:
-            await hook()
-        await super().on_stop()
-
-
 ROLES = ("all", "stream", "serving")
 STOP_TIMEOUT_S = 10.0  # a stopping worker waits this long at most for its consumer
+Work = Callable[[AsyncIterator[Batch]], Awaitable[None]]
 
 
 def app_id_for(settings: Settings, role: str) -> str:
@@ -87,135 +67,197 @@ def app_id_for(settings: Settings, role: str) -> str:
     return f"{settings.worker.app_id}-serving" if role == "serving" else settings.worker.app_id
 
 
-def build_app(settings: Settings, role: str = "all", ready_file: Path | None = None) -> faust.App:
-    if role not in ROLES:
-        raise StreamrecError(f"worker role {role!r}: expected one of {', '.join(ROLES)}")
-    w = settings.worker
-    app = App(
-        app_id_for(settings, role),
-        broker=[f"kafka://{host}" for host in settings.kafka.bootstrap.split(",")],
-        broker_credentials=_credentials(settings),  # the producer's
-        web_enabled=settings.metrics.port > 0,
-        web_port=settings.metrics.port or 6066,
-        web_bind="0.0.0.0",  # noqa: S104
-        web_host=settings.worker.web_host,
-        datadir=w.data_dir,
-        autodiscover=False,
-        # A producer batch per partition that is full makes the next send wait for a
-        # broker round trip: room for a whole batch of lists (~1 KiB each) avoids that.
-        producer_max_batch_size=512 * 1024,
-        # No linger: a batch's lists are handed to the producer without yielding to the
-        # loop, so they leave in one produce request anyway; a linger only delays them.
-        producer_linger_ms=0,
-    )
-    t = settings.topics
+@dataclass
+class Parts:
+    """What every role is built from."""
+
+    settings: Settings
+    role: str
+    app: App
+    redis: Redis
+    keys: Keys
+    models: ModelHolder
+    outbox: Outbox
+    ready: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Role:
+    """A role's input topics, batch size, and its work given the source it consumes."""
+
+    topics: list[str]
+    batch_size: int
+    work: Callable[[Source], Work]
+    recommender: Recommender | None
+
+
+def _recommender(p: Parts) -> Recommender:
+    sv = p.settings.serving
+    reader = ServingStateReader(p.redis, p.keys, history=sv.markov_history,
+                                row_size=p.settings.state.markov_row_size,
+                                popular=4 * sv.top_n + sv.exclude_recent + 50)
+    metrics.MODEL_VERSION.labels(version=MARKOV_VERSION).set(1)
+    return Recommender(reader, ItemCatalog(p.redis, p.keys), sv,
+                       clock_ms=lambda: int(time.time() * 1000), models=p.models)
+
+
+def _event_path(p: Parts, recommender: Recommender | None) -> Role:
+    """Roles ``stream`` and ``all``: the three input topics through the event path."""
+    s, w = p.settings, p.settings.worker
+    topics = input_topics(s)
+    path = EventPath(
+        type_by_topic={topic: kind for kind, topic in topics.items()},
+        store=RedisStateStore(p.redis, ApplyConfig.from_settings(p.keys.prefix, w.app_id,
+                                                                 s.state)),
+        outbox=p.outbox, dlq_topic=s.topics.dlq,
+        announce=serve_inline(recommender, s.topics.recommendations)
+        if recommender is not None else publish_updates(s.topics.user_updates),
+        vectors=UserVectorWriter(UserWriter(p.redis, p.keys), p.models),
+        announce_stores_vectors=recommender is not None,
+        read_ahead=recommender.read_ahead if recommender is not None else None,
+        idle_ms=w.max_idle_ms, hold_limit=w.hold_limit)
+    _watch_topics(p)
+
+    def work(source: Source) -> Work:
+        return partial(process_events, path=path, acknowledge=source.acknowledge,
+                       hold=source.hold, rewind=source.rewind)
+    return Role(list(topics.values()), s.state.batch_size, work, recommender)
+
+
+def build_stream(p: Parts) -> Role:
+    return _event_path(p, None)
+
+
+def build_all(p: Parts) -> Role:
+    return _event_path(p, _recommender(p))
+
+
+def build_serving(p: Parts) -> Role:
+    """Role ``serving``: lists for the users of ``streamrec.user-updates``."""
+    recommender = _recommender(p)
+    t = p.settings.topics
+
+    def work(source: Source) -> Work:
+        return partial(serve, announce=serve_inline(recommender, t.recommendations),
+                       outbox=p.outbox, acknowledge=source.acknowledge)
+    return Role([t.user_updates], p.settings.serving.batch_size, work, recommender)
+
+
+BUILDERS: dict[str, Callable[[Parts], Role]] = {
+    "all": build_all, "stream": build_stream, "serving": build_serving}
+
+
+def _watch_topics(p: Parts) -> None:
+    """Recreate input topics a broker lost, forgetting their watermarks."""
+    s = p.settings
+
+    async def forget_watermarks(missing: list[str]) -> None:
+        await redis_call("reset_watermarks", partial(reset_watermarks, p.redis, p.keys,
+                                                     s.worker.app_id, missing))
+
+    @p.app.timer(interval=s.worker.topic_check_interval_s)  # type: ignore[untyped-decorator]
+    async def recreate_lost_topics() -> None:
+        try:
+            created = await ensure_topics(s, before_create=forget_watermarks)
+        except Exception as exc:  # broker down: the consumer reconnects by itself
+            log.debug("topic check failed error=%s", type(exc).__name__)
+            return
+        if created:
+            log.warning("topics were missing and are recreated names=%s "
+                        "(broker lost its data?)", ",".join(created))
+
+
+def _parts(settings: Settings, role: str, ready_file: Path | None) -> Parts:
+    app = make_app(settings, app_id_for(settings, role))
     keys = Keys(settings.redis.prefix)
     redis = redis_client(settings.redis)
-    st, sv = settings.state, settings.serving
-    models = ModelHolder(ModelStore(redis, keys), encoder_dtype(w.encoder_precision))
-    outbox = Outbox(app.maybe_start_producer)
-
-    @app.timer(interval=sv.model_poll_s)  # type: ignore[untyped-decorator]
-    async def refresh_model() -> None:
-        try:
-            await models.refresh()
-        except Exception as exc:  # Redis away or a bad version: keep serving the current one
-            log.warning("model refresh failed error=%s: %s", type(exc).__name__, exc)
-
-    recommender: Recommender | None = None
-    read_ahead: ReadAhead | None = None
-    if role in ("all", "serving"):
-        reader = ServingStateReader(redis, keys, history=sv.markov_history,
-                                    row_size=settings.state.markov_row_size,
-                                    popular=4 * sv.top_n + sv.exclude_recent + 50)
-        recommender = Recommender(reader, ItemCatalog(redis, keys), sv,
-                                  clock_ms=lambda: int(time.time() * 1000), models=models)
-        metrics.MODEL_VERSION.labels(version=MARKOV_VERSION).set(1)
-        read_ahead = reader.read_ahead
+    models = ModelHolder(ModelStore(redis, keys), encoder_dtype(settings.worker.encoder_precision))
 
     def ready() -> None:
         metrics.READINESS.mark_ready()
         if ready_file is not None:
             ready_file.parent.mkdir(parents=True, exist_ok=True)
             ready_file.write_text(str(int(time.time() * 1000)))
-        log.info("worker ready app_id=%s role=%s", app.conf.id, role)
+        log.info("worker ready app_id=%s role=%s consumer=%s", app.conf.id, role,
+                 settings.worker.consumer)
 
-    work: Callable[[AsyncIterator[Batch]], Awaitable[None]]
-    if role in ("all", "stream"):
-        consumer = BatchConsumer(settings, app_id_for(settings, role),
-                                 list(input_topics(settings).values()), st.batch_size, ready)
-        announce = serve_inline(recommender, t.recommendations) \
-            if recommender is not None else publish_updates(t.user_updates)
-        path = EventPath(
-            type_by_topic={topic: kind for kind, topic in input_topics(settings).items()},
-            store=RedisStateStore(redis, ApplyConfig.from_settings(keys.prefix, w.app_id, st)),
-            outbox=outbox, dlq_topic=t.dlq, announce=announce,
-            vectors=UserVectorWriter(UserWriter(redis, keys), models),
-            announce_stores_vectors=recommender is not None, read_ahead=read_ahead,
-            idle_ms=w.max_idle_ms, hold_limit=w.hold_limit)
-        work = partial(process_events, path=path, acknowledge=consumer.done.acknowledge,
-                       hold=consumer.hold, rewind=consumer.rewind)
+    @app.timer(interval=settings.serving.model_poll_s)  # type: ignore[untyped-decorator]
+    async def refresh_model() -> None:
+        try:
+            await models.refresh()
+        except Exception as exc:  # Redis away or a bad version: keep serving the current one
+            log.warning("model refresh failed error=%s: %s", type(exc).__name__, exc)
 
-        async def forget_watermarks(missing: list[str]) -> None:
-            await redis_call("reset_watermarks",
-                             partial(reset_watermarks, redis, keys, w.app_id, missing))
+    return Parts(settings, role, app, redis, keys, models, Outbox(app.maybe_start_producer),
+                 ready)
 
-        @app.timer(interval=w.topic_check_interval_s)  # type: ignore[untyped-decorator]
-        async def recreate_lost_topics() -> None:
-            try:
-                created = await ensure_topics(settings, before_create=forget_watermarks)
-            except Exception as exc:  # broker down: the consumer reconnects by itself
-                log.debug("topic check failed error=%s", type(exc).__name__)
-                return
-            if created:
-                log.warning("topics were missing and are recreated names=%s "
-                            "(broker lost its data?)", ",".join(created))
-    else:
-        if recommender is None:  # role serving always builds one above
-            raise StreamrecError("worker role serving: no recommender")
-        consumer = BatchConsumer(settings, app_id_for(settings, role), [t.user_updates],
-                                 sv.batch_size, ready)
-        work = partial(serve, announce=serve_inline(recommender, t.recommendations),
-                       outbox=outbox, acknowledge=consumer.done.acknowledge)
 
+def _source(p: Parts, role: Role) -> Source:
+    s = p.settings
+    if s.worker.consumer == "faust":
+        source = FaustSource(role.topics, role.batch_size, s.worker.commit_interval_s,
+                             s.worker.fetch_max_wait_ms / 1000)
+        source.install(p.app, f"{p.role}-input")
+        p.app.on_partitions_assigned.connect(_on_assigned(p.ready))
+        return source
+    return BatchConsumer(s, app_id_for(s, p.role), role.topics, role.batch_size, p.ready)
+
+
+def _on_assigned(ready: Callable[[], None]) -> Callable[..., Awaitable[None]]:
+    async def receiver(*_: Any, **__: Any) -> None:
+        ready()
+    return receiver
+
+
+def build_app(settings: Settings, role: str = "all", ready_file: Path | None = None) -> faust.App:
+    if role not in ROLES:
+        raise StreamrecError(f"worker role {role!r}: expected one of {', '.join(ROLES)}")
+    p = _parts(settings, role, ready_file)
+    spec = BUILDERS[role](p)
+    source = _source(p, spec)
+    work = spec.work(source)
     consuming: list[asyncio.Task[Any]] = []
 
-    @app.task  # type: ignore[untyped-decorator]
+    @p.app.task  # type: ignore[untyped-decorator]
     async def consume_input() -> None:
         task = asyncio.current_task()
         if task is not None:
             consuming.append(task)
         try:  # serve with the current model from the first batch on
-            await models.refresh()
+            await p.models.refresh()
         except Exception as exc:
             log.warning("model load failed error=%s: %s", type(exc).__name__, exc)
-        await consume(consumer, work)
+        if isinstance(source, BatchConsumer):
+            await consume(source, work)
+        else:  # Faust runs the consumer; the agent feeds the source
+            await work(source.batches())
 
     async def stop_consuming() -> None:
         """Stop taking batches (the one in hand stays uncommitted, so it comes again) and
         leave the group while the producer is still up."""
-        consumer.request_stop()
+        source.request_stop()
         for task in consuming:
             task.cancel()
         if consuming:
             await asyncio.wait(consuming, timeout=STOP_TIMEOUT_S)
 
-    app.add_before_stop(stop_consuming)
+    p.app.add_before_stop(stop_consuming)
+    install_views(p.app, role, spec.recommender,
+                  lambda: p.models.version or MARKOV_VERSION)
 
-    install_views(app, role, recommender, lambda: models.version or MARKOV_VERSION)
-
-    @app.timer(interval=w.lag_interval_s)  # type: ignore[untyped-decorator]
+    @p.app.timer(interval=settings.worker.lag_interval_s)  # type: ignore[untyped-decorator]
     async def export_consumer_lag() -> None:
-        await _export_lag(consumer)
-        await probe_redis(redis)
+        await _export_lag(source)
+        await probe_redis(p.redis)
 
-    return app
+    install_extensions(p.app, settings)
+    return p.app
 
 
-async def _export_lag(consumer: BatchConsumer) -> None:
+async def _export_lag(source: Source) -> None:
     """Records in the log after the last one read, per assigned partition."""
     try:
-        lags = await asyncio.wait_for(consumer.lag(), 10.0)
+        lags = await asyncio.wait_for(source.lag(), 10.0)
     except Exception as exc:  # broker away or rebalancing: keep the last values
         log.debug("lag check failed error=%s", type(exc).__name__)
         return

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeAlias
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -95,6 +95,18 @@ class DoneOffsets:
                 self._next[tp] = offset
 
 
+class Source(Protocol):
+    """What a worker role consumes: :class:`BatchConsumer` (aiokafka below Faust, the
+    default) or :class:`streamrec.kernel.faust_source.FaustSource` (a Faust agent)."""
+
+    def batches(self) -> AsyncIterator[Batch]: ...
+    def acknowledge(self, batch: Batch) -> None: ...
+    def hold(self, partitions: Iterable[tuple[str, int]], waiting: bool) -> None: ...
+    def rewind(self, offsets: dict[tuple[str, int], int]) -> None: ...
+    def request_stop(self) -> None: ...
+    async def lag(self) -> Mapping[Any, int]: ...
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, consumer: BatchConsumer) -> None:
         self._consumer = consumer
@@ -138,6 +150,10 @@ class BatchConsumer:
         self._stopping = False
         self._held: set[TopicPartition] = set()
         self._waiting = False
+
+    def acknowledge(self, batch: Batch) -> None:
+        """Everything the batch produced was delivered: its offsets may be committed."""
+        self.done.acknowledge(batch)
 
     def request_stop(self) -> None:
         """No further batch: :meth:`batches` ends within one poll (200 ms), even when the

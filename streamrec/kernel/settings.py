@@ -6,6 +6,7 @@ Secrets are ``SecretStr`` and never appear in ``repr`` or logs.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -120,6 +121,13 @@ class MetricsSettings(BaseModel):
 
 class WorkerSettings(BaseModel):
     app_id: str = "streamrec"
+    consumer: Literal["batch", "faust"] = Field(
+        default="batch", description="how a worker consumes its topics: batch (aiokafka "
+        "batches below Faust, the fastest) or faust (a Faust agent; add your own agents and "
+        "tables with worker.extensions)")
+    extensions: list[str] = Field(
+        default_factory=list, description="'module:function' called with (app, settings) "
+        "when the worker app is built: your own Faust agents, tables, timers, views")
     web_host: str = Field(default="127.0.0.1", description="host name this worker advertises")
     rebalance_timeout_s: float = 5.0
     session_timeout_s: float = 10.0
@@ -180,6 +188,8 @@ def settings_env(values: dict[str, Any], prefix: str = "STREAMREC_") -> dict[str
         name = f"{prefix}{key.upper()}"
         if isinstance(value, dict):
             out.update(settings_env(value, name + "__"))
+        elif isinstance(value, list):
+            out[name] = json.dumps(value)
         else:
             out[name] = str(value)
     return out

@@ -32,9 +32,16 @@ def _wait_idle(pipeline: Pipeline, n: int, timeout: float = 120) -> None:
     time.sleep(1.0)
 
 
-def test_same_events_published_twice_count_once(make_pipeline: Callable[..., Pipeline]) -> None:
+# the pipeline under test consumes in each mode; the reference always in batch mode, so
+# the faust runs also show that both modes give the same state
+CONSUMERS = pytest.mark.parametrize("consumer", ["batch", "faust"])
+
+
+@CONSUMERS
+def test_same_events_published_twice_count_once(make_pipeline: Callable[..., Pipeline],
+                                                consumer: str) -> None:
     events = _events()
-    once, twice = make_pipeline(), make_pipeline()
+    once, twice = make_pipeline(), make_pipeline(worker={"consumer": consumer})
     for p in (once, twice):
         p.start_worker(role="stream")
     asyncio.run(publish(once.settings, events, N))
@@ -56,14 +63,15 @@ def test_same_events_published_twice_count_once(make_pipeline: Callable[..., Pip
     assert one == two
 
 
+@CONSUMERS
 def test_topic_by_topic_backlog_gives_the_state_of_time_order(
-        make_pipeline: Callable[..., Pipeline]) -> None:
+        make_pipeline: Callable[..., Pipeline], consumer: str) -> None:
     """Published before the worker starts: once in event-time order, once all purchases,
     then all clicks, then all views (each topic in its own order), as after an outage."""
     events = _events()
     by_time = sorted(events, key=lambda e: e.ts)
     by_topic = [e for kind in ("purchase", "click", "view") for e in events if e.type == kind]
-    ordered, backlog = make_pipeline(), make_pipeline()
+    ordered, backlog = make_pipeline(), make_pipeline(worker={"consumer": consumer})
     asyncio.run(publish(ordered.settings, by_time, N))
     asyncio.run(publish(backlog.settings, by_topic, N))
     for p in (ordered, backlog):
@@ -77,8 +85,9 @@ def test_topic_by_topic_backlog_gives_the_state_of_time_order(
     assert one == two
 
 
+@CONSUMERS
 def test_live_skew_between_topics_gives_the_state_of_time_order(
-        make_pipeline: Callable[..., Pipeline]) -> None:
+        make_pipeline: Callable[..., Pipeline], consumer: str) -> None:
     """Published live at 1,000 events/s with every click and purchase sent up to 500 ms
     after its place in time (views on time), against the same events in time order
     before the worker starts: same state, nothing late."""
@@ -89,7 +98,7 @@ def test_live_skew_between_topics_gives_the_state_of_time_order(
                for k, e in enumerate(events)]
     skewed = [e for _, e in sorted(zip(send_at, events, strict=True), key=lambda p: p[0])]
     assert sum(a.type != b.type for a, b in zip(events, skewed, strict=True)) > n // 10
-    ordered, live = make_pipeline(), make_pipeline()
+    ordered, live = make_pipeline(), make_pipeline(worker={"consumer": consumer})
     asyncio.run(publish(ordered.settings, sorted(events, key=lambda e: e.ts), n))
     for p in (ordered, live):
         p.start_worker(role="stream")

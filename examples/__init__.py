@@ -1,0 +1,1 @@
+"""Examples of extending the worker app (``worker.extensions``)."""

@@ -1,0 +1,122 @@
+"""The Faust agent's batches: what is taken, acknowledged and dropped (no broker: the
+Faust events and consumer here are stand-ins holding offsets; the whole path under Faust
+runs against a real broker in tests/integration/test_duplicates.py and the chaos tests)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from faust.types import TP
+
+from streamrec.kernel.faust_source import FaustSource
+
+TOPIC = "events.view"
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float = 1.0
+    timestamp_type: int = 0
+    key: bytes = b"u"
+    value: bytes = b"{}"
+    headers: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class Event:
+    message: Message
+    acked: bool = False
+
+    def ack(self) -> bool:
+        self.acked = True
+        return True
+
+
+class Consumer:
+    def __init__(self, positions: dict[TP, int], highwaters: dict[TP, int]) -> None:
+        self.positions, self.highwaters = positions, highwaters
+        self.sought: list[tuple[TP, int]] = []
+
+    async def position(self, tp: TP) -> int:
+        return self.positions[tp]
+
+    def highwater(self, tp: TP) -> int:
+        return self.highwaters[tp]
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.sought.append((tp, offset))
+
+
+@dataclass
+class App:
+    consumer: Consumer
+    conf: Any = None
+
+
+def _source(highwater: int = 100) -> tuple[FaustSource, Consumer]:
+    source = FaustSource([TOPIC], max_records=100, idle_interval_s=0.01, linger_s=0.01)
+    tps = {TP(TOPIC, 0), TP(TOPIC, 1)}
+    consumer = Consumer({tp: 10 for tp in tps}, {tp: highwater for tp in tps})
+    app: Any = App(consumer, conf=type("Conf", (), {"id": "t"})())
+    source._app = app
+    asyncio.run(source._on_assigned(app, tps))
+    return source, consumer
+
+
+def _events(partition: int, offsets: range) -> list[Any]:
+    return [Event(Message(TOPIC, partition, o)) for o in offsets]
+
+
+def test_a_batch_acknowledges_only_below_the_offsets_the_work_allows() -> None:
+    source, _ = _source()
+    events = _events(0, range(10, 20))
+    batch = source._batch(events)
+    assert [r.offset for r in batch] == list(range(10, 20))
+    batch.offsets = {(TOPIC, 0): 15}  # the merge holds 15.. back
+    source.acknowledge(batch)
+    assert [e.acked for e in events] == [True] * 5 + [False] * 5
+    later = source._batch([])
+    later.offsets = {(TOPIC, 0): 20}
+    source.acknowledge(later)
+    assert all(e.acked for e in events)
+
+
+def test_a_batch_of_an_earlier_assignment_acknowledges_nothing() -> None:
+    source, _ = _source()
+    events = _events(0, range(10, 13))
+    batch = source._batch(events)
+    asyncio.run(source._on_revoked(source._app, set()))
+    source.acknowledge(batch)
+    assert not any(e.acked for e in events)
+
+
+def test_lags_count_from_the_position_then_from_what_was_taken() -> None:
+    source, _ = _source(highwater=50)
+    assert source._lags() == {(TOPIC, 0): 40, (TOPIC, 1): 40}
+    batch = source._batch(_events(1, range(10, 30)))
+    assert batch.lags == {(TOPIC, 0): 40, (TOPIC, 1): 20}
+    assert batch.starts == {(TOPIC, 1): 10} and batch.ends == {(TOPIC, 1): 30}
+
+
+def test_after_a_rewind_events_fetched_before_the_seek_are_dropped() -> None:
+    source, consumer = _source()
+    source._batch(_events(0, range(10, 30)))  # taken up to 29
+    source.rewind({(TOPIC, 0): 20})  # the state lost 20..29
+    stale = _events(0, range(30, 35))  # fetched before the seek, still queued
+    again = _events(0, range(20, 32))  # read again after it
+    batch = source._batch(stale + again)
+    assert [r.offset for r in batch] == list(range(20, 32))
+    asyncio.run(source._apply_seeks())
+    assert consumer.sought == [(TP(TOPIC, 0), 20)]
+
+
+def test_events_of_partitions_not_owned_or_already_taken_are_dropped() -> None:
+    source, _ = _source()
+    source._batch(_events(0, range(10, 15)))
+    batch = source._batch([*_events(0, range(12, 17)), Event(Message("other", 0, 1))])
+    assert [r.offset for r in batch] == [15, 16]
