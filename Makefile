@@ -15,13 +15,13 @@ $(STAMP): pyproject.toml infra/ensure-redis.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,local,bench]'
 	bash infra/ensure-redis.sh $(PY)
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install the project (idempotent)
 
-test: $(STAMP) ## unit + integration + e2e tests (starts its own broker and Redis)
+test: lint ## lint, then unit + integration + e2e tests (starts its own broker and Redis)
 	$(PY) -m pytest -q tests
 
 unit: $(STAMP) ## unit tests only (no services)
@@ -36,14 +36,15 @@ demo: $(STAMP) ## embedded stack + worker + MovieLens replay with live recommend
 ops-check: $(STAMP) ## Prometheus/Grafana/compose checks (promtool, schema, live dashboard)
 	$(PY) -m pytest -q tests/integration/test_ops_config.py
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and the import-linter layer contracts (docs/architecture.md)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP) ## mypy --strict on the packages and the benchmarks
 	$(VENV)/bin/mypy
 	MYPYPATH=benchmarks $(VENV)/bin/mypy --strict benchmarks/*.py
 
-MUTATE := streams/events.py,streams/merge.py,streams/dlq.py
+MUTATE := streamrec/contracts/event.py,streams/merge.py,streamrec/contracts/dlq.py
 MUTATION_TESTS := tests/unit/test_events.py tests/unit/test_merge.py tests/unit/test_state_pack.py tests/unit/test_event_path.py
 
 mutation: $(STAMP) ## mutation testing: mutmut (validation, merge) and the state script's sweep

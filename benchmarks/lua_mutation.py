@@ -1,4 +1,4 @@
-"""Mutation testing of the state script (streams/apply_batch.lua), which Python mutation
+"""Mutation testing of the state script (streamrec/state/apply_batch.lua), which Python mutation
 tools do not reach: each mutant changes one operator, constant or call on one line of the
 script's order, window, transition and watermark logic, in a scratch copy of the project,
 and the state tests run against it (a real Redis and broker, started by their fixtures).
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = Path("streams/apply_batch.lua")
+SCRIPT = Path("streamrec/state/apply_batch.lua")
 TESTS = ["tests/integration/test_order_independence.py",
          "tests/integration/test_state_script.py"]
 SWAPS = [(" < ", " <= "), (" <= ", " < "), (" > ", " >= "), (" >= ", " > "),

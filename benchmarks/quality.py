@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/quality.py ../shared/data/games/Video.txt /tmp/quality \
+    python benchmarks/quality.py path/to/Video.txt /tmp/quality \
         [--time-budget 1200] [--seed 42] [--threads 2] [--skip-sasrec]
 
 Leave-one-out split, sampled (100 negatives) and full-ranking protocols, valid and test.

@@ -126,7 +126,8 @@ def plot(runs: list[dict[str, Any]], target: float, path: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="../shared/data/games/Video.txt")
+    p.add_argument("--data", required=True,
+                   help="Amazon Games as preprocessed for the SASRec paper (Video.txt)")
     p.add_argument("--time-budget", type=float, default=1800.0,
                    help="seconds per device, data loading and evaluations included")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -28,7 +28,7 @@ def install(app: faust.App, settings: Settings) -> None:
     topic = app.topic(settings.topics.purchase, key_serializer="raw",
                       value_serializer="raw")
 
-    @app.agent(topic, name="purchase-counter")  # type: ignore[misc]
+    @app.agent(topic, name="purchase-counter")
     async def count(stream: faust.StreamT[Any]) -> None:
         async for value in stream:
             try:
@@ -38,7 +38,7 @@ def install(app: faust.App, settings: Settings) -> None:
             if isinstance(event, dict) and isinstance(event.get("user_id"), str):
                 purchases[event["user_id"]] += 1
 
-    @app.page("/examples/purchases/{user_id}")  # type: ignore[misc]
-    class PurchasesView(View):  # type: ignore[misc]
+    @app.page("/examples/purchases/{user_id}")
+    class PurchasesView(View):
         async def get(self, request: Request, user_id: str) -> Response:
             return self.json({"user_id": user_id, "purchases": purchases[user_id]})

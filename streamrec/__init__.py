@@ -1,3 +1,3 @@
 """streamrec: a real-time streaming recommender."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

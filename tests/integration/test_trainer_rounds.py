@@ -1,6 +1,7 @@
-"""The trainer against a real Redis: a round publishes a model trained on the live
-sequences; a round whose model is worse on the holdout than the current one is rejected
-and the current version stays."""
+"""The trainer against a real Redis and broker: a round publishes a model trained on the
+live sequences and announces it on ``streamrec.model-updates``; a round whose model is
+worse on the holdout than the current one is rejected, announces nothing, and the current
+version stays."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from streamrec.kernel.settings import Settings
 from streamrec.state.keys import Keys
 from streamrec.state.model_store import ModelStore
 from streamrec.state.store import ApplyConfig, Positioned, RedisStateStore
-from tests.conftest import StackInfo
+from tests.conftest import StackInfo, TopicReader
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +70,14 @@ def test_a_worse_model_is_rejected_and_the_current_one_stays(
     assert second.current is not None
     assert second.new["ndcg@10"] < second.current["ndcg@10"] - settings.trainer.tolerance
     assert asyncio.run(_current(settings)) == first.version
+    reader = TopicReader(stack.bootstrap, settings.topics.model_updates)
+    try:
+        reader.poll_until(lambda found: len(found) >= 1, timeout=10)
+        reader.poll_until(lambda found: len(found) >= 2, timeout=2)  # nothing more comes
+        announced = reader.values()
+    finally:
+        reader.close()
+    assert [a["version"] for a in announced] == [first.version]  # the rejected one: none
+    assert reader.messages[0].key == first.version.encode()
+    assert announced[0]["metrics"]["ndcg@10"] == first.new["ndcg@10"]
+    assert 0 < announced[0]["items"] <= 80 and announced[0]["published_at"] > 0
