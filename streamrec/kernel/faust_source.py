@@ -93,9 +93,15 @@ class FaustSource:
             position = await app.consumer.position(tp)
             if position is not None:
                 self._starts[(tp.topic, tp.partition)] = position
-        self._taken.clear()
-        self._unacked.clear()
+        taken, self._taken = self._taken, {}
         self._rewound.clear()
+        for part, start in self._starts.items():
+            # reading starts again from the committed offset: what was fetched before the
+            # rebalance and is still on its way is dropped, as after a rewind
+            self._taken[part] = start - 1
+            if part in taken and start <= taken[part]:
+                self._rewound[part] = (start, taken[part])
+        self._unacked.clear()
         self._seeks.clear()
         self._held.clear()
         log.info("partitions assigned (faust) app_id=%s count=%d", app.conf.id, len(mine))
@@ -173,15 +179,20 @@ class FaustSource:
                 pending.popleft().ack()
 
     def hold(self, partitions: Iterable[Partition], waiting: bool) -> None:
-        """Fetch nothing more from these partitions until the next call."""
+        """Fetch nothing more from these partitions until the next call.
+
+        Through Faust's own back-pressure (``on_buffer_full`` / ``on_buffer_drop``), not
+        ``pause_partitions``: Faust drops the records it already fetched of a partition
+        that is paused while it hands them out, and they are never fetched again; a
+        partition marked full still hands out what was fetched."""
         held = set(partitions)
         if self._app is None or held == self._held:
             return
         consumer = self._app.consumer
-        if self._held - held:
-            consumer.resume_partitions({TP(*p) for p in self._held - held})
-        if held - self._held:
-            consumer.pause_partitions({TP(*p) for p in held - self._held})
+        for part in self._held - held:
+            consumer.on_buffer_drop(TP(*part))
+        for part in held - self._held:
+            consumer.on_buffer_full(TP(*part))
         self._held = held
 
     def rewind(self, offsets: dict[Partition, int]) -> None:

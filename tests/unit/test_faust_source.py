@@ -41,6 +41,13 @@ class Consumer:
     def __init__(self, positions: dict[TP, int], highwaters: dict[TP, int]) -> None:
         self.positions, self.highwaters = positions, highwaters
         self.sought: list[tuple[TP, int]] = []
+        self.full: set[TP] = set()
+
+    def on_buffer_full(self, tp: TP) -> None:
+        self.full.add(tp)
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        self.full.discard(tp)
 
     async def position(self, tp: TP) -> int:
         return self.positions[tp]
@@ -120,3 +127,27 @@ def test_events_of_partitions_not_owned_or_already_taken_are_dropped() -> None:
     source._batch(_events(0, range(10, 15)))
     batch = source._batch([*_events(0, range(12, 17)), Event(Message("other", 0, 1))])
     assert [r.offset for r in batch] == [15, 16]
+
+
+def test_holding_a_partition_marks_it_full_not_paused() -> None:
+    """Faust drops the already fetched records of a paused partition (never fetched
+    again); a partition marked full still hands them out."""
+    source, consumer = _source()
+    source.hold([(TOPIC, 1)], True)
+    assert consumer.full == {TP(TOPIC, 1)}
+    source.hold([(TOPIC, 0)], True)
+    assert consumer.full == {TP(TOPIC, 0)}
+    source.hold([], False)
+    assert consumer.full == set()
+
+
+def test_after_a_rebalance_reading_restarts_from_the_committed_offset() -> None:
+    source, _consumer = _source()
+    source._batch(_events(0, range(10, 40)))  # taken up to 39, committed 10
+    asyncio.run(source._on_revoked(source._app, set()))
+    asyncio.run(source._on_assigned(source._app, {TP(TOPIC, 0)}))
+    in_flight = _events(0, range(40, 45))  # fetched before the rebalance
+    again = _events(0, range(10, 42))  # read again from the committed offset
+    batch = source._batch(in_flight + again)
+    assert [r.offset for r in batch] == list(range(10, 42))
+    assert source._lags() == {(TOPIC, 0): 100 - 42}
