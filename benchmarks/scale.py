@@ -489,7 +489,6 @@ def redis_case(binary: str, config: Sequence[str], n_users: int, per_user: int,
                 write_vectors_and_served(url, sequences, n_items, top_n=10))
             users = memory_usage(r, user_keys)
             served = scan_keys(r, KEYS.served_pattern)
-            dedupe = scan_keys(r, KEYS.dedupe_pattern)
             rows = [k for k in scan_keys(r, KEYS.markov_pattern)
                     if KEYS.markov_row_of(k.decode()) is not None]
             items_seen = int(r.llen(KEYS.item_ids))
@@ -500,7 +499,6 @@ def redis_case(binary: str, config: Sequence[str], n_users: int, per_user: int,
                 "user_hash": summarise(users),
                 "bought_set": summarise(memory_usage(r, bought)),
                 "served_list": summarise(memory_usage(r, served)),
-                "dedupe_key": summarise(memory_usage(r, dedupe)),
                 "markov_row": summarise(row_bytes),
             }
             shared_keys = [KEYS.item_index, KEYS.item_ids, KEYS.markov_totals, KEYS.popularity,
@@ -510,12 +508,9 @@ def redis_case(binary: str, config: Sequence[str], n_users: int, per_user: int,
             encoding = {"user_hash": encodings(r, user_keys), "markov_row": encodings(r, rows),
                         "bought_set": encodings(r, bought)}
             variants = what_if(r, user_keys)
-            # used_memory deltas: drop the dedupe keys (they expire after the dedupe TTL),
-            # then every per-user key; each time after Redis has resized its tables
+            # used_memory delta of every per-user key (the remembered event ids for
+            # dedupe live in the user hash), after Redis has resized its tables
             after_served = settled_memory(r)
-            for start in range(0, len(dedupe), 10_000):
-                r.delete(*dedupe[start:start + 10_000])
-            after_dedupe = settled_memory(r)
             per_user_keys = user_keys + bought + served
             for start in range(0, len(per_user_keys), 10_000):
                 r.delete(*per_user_keys[start:start + 10_000])
@@ -538,14 +533,11 @@ def redis_case(binary: str, config: Sequence[str], n_users: int, per_user: int,
         "events_per_user": per_user, "items_seen": items_seen, "apply_s": apply_s,
         "apply_events_per_s": n_events / apply_s, "emb_bytes": len(emb),
         "used_memory": {"empty": base, "state": after_state, "vectors": after_vectors,
-                        "served": after_served, "without_dedupe": after_dedupe,
-                        "without_users": after_users},
+                        "served": after_served, "without_users": after_users},
         "per_user_bytes": estimate,
-        "per_user_bytes_used_memory": (after_dedupe - after_users) / n_users,
+        "per_user_bytes_used_memory": (after_served - after_users) / n_users,
         "per_user_bytes_memory_usage": sampled_user, "keys_per_user": keys_per_user,
         "per_user_vector_delta_bytes": (after_vectors - after_state) / n_users,
-        "per_event_dedupe_bytes_used_memory": (after_served - after_dedupe) / len(dedupe)
-        if dedupe else 0.0,
         "markov": {"rows": len(rows), "entries_mean": float(row_sizes.mean()),
                    "entries_max": int(row_sizes.max()),
                    "bytes_per_row": float(np.mean(row_bytes)),
@@ -584,10 +576,6 @@ def run_redis(binary: str, n_users: int, seed: int) -> list[dict[str, Any]]:
               f"{k['user_hash']['mean_bytes']:.0f}, bought {k['bought_set']['mean_bytes']:.0f}"
               f" x {k['bought_set']['keys'] / n_users:.2f}/user, served "
               f"{k['served_list']['mean_bytes']:.0f}); encodings {row['encodings']}\n"
-              f"  dedupe: {row['per_event_dedupe_bytes_used_memory']:.0f} B per event "
-              f"(MEMORY USAGE {k['dedupe_key']['mean_bytes']:.0f}) = "
-              f"{row['per_event_dedupe_bytes_used_memory'] * 60:.0f} B per user for 60 "
-              f"events in the TTL window\n"
               f"  markov: {row['markov']['rows']} rows, {row['markov']['entries_mean']:.1f} "
               f"entries/row, {row['markov']['bytes_per_row']:.0f} B/row, "
               f"{row['markov']['bytes_per_entry']:.1f} B/entry; apply "

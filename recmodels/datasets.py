@@ -6,6 +6,7 @@ time; see each reader for the rule) with a stable ``event_id`` so republishing d
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -113,14 +114,17 @@ def synthetic_stream(n_events: int, n_users: int = 2000, n_items: int = 500,
     a share ``late`` of events carries a timestamp 1-30 s older than its place in the
     stream (late events)."""
     rng = random.Random(seed)
-    weights = [1.0 / (rank + 1) ** 1.1 for rank in range(n_items)]
+    # cumulative once: random.choices accumulates its weights at every call (O(items)),
+    # and draws the same items from the same cumulative weights
+    cumulative = list(itertools.accumulate(1.0 / (rank + 1) ** 1.1 for rank in range(n_items)))
+    items = range(n_items)
     ts = start_ts_ms
     made = 0
     session = 0
     while made < n_events:
         session += 1
         user = f"user-{rng.randrange(n_users)}"
-        item = rng.choices(range(n_items), weights=weights)[0]
+        item = rng.choices(items, cum_weights=cumulative)[0]
         for _ in range(rng.randint(1, 6)):
             for kind, go_on in (("view", 0.3), ("click", 0.3), ("purchase", 0.0)):
                 ts += 0 if rng.random() < same_ts else rng.randint(50, 2000)
@@ -133,7 +137,7 @@ def synthetic_stream(n_events: int, n_users: int = 2000, n_items: int = 500,
                 return
             step = rng.choice((1, 1, 2, 3, -1, 5))
             item = (item + step) % n_items if rng.random() < 0.7 else \
-                rng.choices(range(n_items), weights=weights)[0]
+                rng.choices(items, cum_weights=cumulative)[0]
 
 
 def read_titles(path: Path) -> dict[str, str]:

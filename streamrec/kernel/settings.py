@@ -68,7 +68,13 @@ class StateSettings(BatchSettings):
     popularity_half_life_s: float = Field(
         default=7 * 86400.0, ge=0, description="event-time half-life of popularity; 0 = no decay"
     )
-    dedupe_ttl_s: float = Field(default=86400.0, ge=0, description="event_id dedupe window; 0 off")
+    dedupe_events: int = Field(
+        default=128, ge=0, description="D: an event published again counts once while its "
+        "original is among its user's last D events (8 bytes each beyond the reorder "
+        "window; 0: no dedupe beyond the partitions' watermarks)")
+    user_ttl_s: float = Field(
+        default=0.0, ge=0, description="a user's state expires this long after their last "
+        "event (0: never); popularity, Markov rows and the item index stay")
     allowed_lateness_s: float = Field(
         default=3600.0, description="older than the user's last event by more: late; <0 off"
     )

@@ -14,14 +14,15 @@
 -- ARGV layout (built by pack_batch in streamrec/state/store.py):
 --   1 prefix  2 sequence length L  3 reorder window W (events kept per user)
 --   4 popularity half-life ms (0: none)
---   5 dedupe TTL s (0: off)  6 allowed lateness ms (<0: off)  7 watermark group
---   8, 9, 10 weights of view, click, purchase  11 number of partitions B, then
+--   5 event ids remembered per user D (0: no dedupe)  6 allowed lateness ms (<0: off)
+--   7 watermark group  8, 9, 10 weights of view, click, purchase  11 user TTL s (0: never)
+--   12 number of partitions B, then
 --   B x (topic, partition, expected watermark, new watermark; -1: none), then the
 --   number of events N,
 --   then one string of N records in arrival order (offsets increase within each
---   partition), split by RS (\30), each: partition number 1..B, offset, event_id, user_id,
---   item_id, type, ts, tie (crc32 of event_id), split by US (\31) (ids hold no
---   control characters).
+--   partition), split by RS (\30), each: partition number 1..B, offset, idh (a second
+--   32-bit hash of event_id), user_id, item_id, type, ts, tie (crc32 of event_id), split by
+--   US (\31) (ids hold no control characters).
 -- Returns {-1, partition number, its watermark, ...} when a partition's watermark is below
 -- the expected one (nothing applied), else {applied, below_watermark, duplicates, late,
 -- online_hits, online_evaluations, {user, packed sequence, ...} of the users this batch
@@ -34,10 +35,11 @@ local prefix = ARGV[1]
 local L = tonumber(ARGV[2])
 local W = tonumber(ARGV[3])
 local half_life = tonumber(ARGV[4])
-local dedupe_ttl = tonumber(ARGV[5])
+local D = tonumber(ARGV[5])
 local lateness = tonumber(ARGV[6])
 local group = ARGV[7]
-local nblocks = tonumber(ARGV[11])
+local user_ttl = tonumber(ARGV[11])
+local nblocks = tonumber(ARGV[12])
 
 local idx_key = prefix .. 'item:idx'
 local ids_key = prefix .. 'item:ids'
@@ -141,8 +143,9 @@ local function add_transition(last, c, w)
 end
 
 -- Each user's events are kept as a window of the last W (ARGV 3) sorted by the total key
--- (ts, type rank view < click < purchase, tie = crc32 of event_id), packed 17 bytes each:
--- ts (double), tie (u32), item index (u32), type rank (u8). The sequence ``seq`` is the
+-- (ts, type rank view < click < purchase, tie = crc32 of event_id), packed 21 bytes each:
+-- ts (double), tie (u32), idh (u32, a second hash of event_id), item index (u32), type
+-- rank (u8). The sequence ``seq`` is the
 -- user's history with consecutive repeats of an item collapsed (view -> click -> purchase
 -- of one item is one step), last L items; a Markov transition is counted for every pair of
 -- consecutive events (in key order) of different items, with the weight of the later one.
@@ -152,20 +155,27 @@ end
 -- events arrive in, as long as each arrives before W later events of its user (and within
 -- the allowed lateness). An event beyond that bound is late: it counts in popularity, the
 -- bought set and the event count, not in the sequence or the transitions.
-local ENTRY = 17
+--
+-- Duplicates (the same event_id published again, at a new offset) are found by the event
+-- id's 64-bit hash (tie, idh) among the user's last D events: the window's, then ``ids``,
+-- the hashes of the D - W events that left the window most recently (and of late events),
+-- 8 bytes each, newest last. Memory is bounded per user, not per event.
+local ENTRY = 21
+local ID = 8
+local ring = math.max(0, D - W) * ID
 local rank_of = {view = 0, click = 1, purchase = 2}
 local weight_of = {[0] = tonumber(ARGV[8]), [1] = tonumber(ARGV[9]), [2] = tonumber(ARGV[10])}
 
--- users: {seq, win, ts, ts_text, n, served, dirty}, read once per batch
+-- users: {seq, win, ids, ts, ts_text, n, served, dirty}, read once per batch
 local users = {}
 local touched_list = {}
 local function user_state(user)
   local u = users[user]
   if u == nil then
     local ukey = prefix .. 'u:' .. user
-    local fields = redis.call('HMGET', ukey, 'seq', 'ts', 'win')
+    local fields = redis.call('HMGET', ukey, 'seq', 'ts', 'win', 'ids')
     u = {seq = fields[1] or '', ts = tonumber(fields[2]), win = fields[3] or '',
-         n = 0,
+         ids = fields[4] or '', n = 0,
          served = redis.call('GET', prefix .. 'served:' .. user), dirty = false}
     users[user] = u
     touched_list[#touched_list + 1] = user
@@ -174,8 +184,39 @@ local function user_state(user)
 end
 
 local function unpack_entry(win, pos)
-  local ts, tie, item, rank = struct.unpack('<dI4I4B', win, pos)
-  return {ts = ts, tie = tie, item = item, rank = rank}
+  local ts, tie, idh, item, rank = struct.unpack('<dI4I4I4B', win, pos)
+  return {ts = ts, tie = tie, idh = idh, item = item, rank = rank}
+end
+
+local function pack_entry(e)
+  return struct.pack('<dI4I4I4B', e.ts, e.tie, e.idh, e.item, e.rank)
+end
+
+-- remember an event id among the ids of events no longer in the window
+local function remember(u, id)
+  if ring > 0 then
+    local ids = u.ids .. id
+    if #ids > ring then
+      ids = string.sub(ids, #ids - ring + 1)
+    end
+    u.ids = ids
+    u.dirty = true
+  end
+end
+
+-- whether the packed id occurs in s at an offset of ``at`` within records of ``size``
+local function holds(s, id, size, at)
+  local from = 1
+  while true do
+    local pos = string.find(s, id, from, true)
+    if pos == nil then return false end
+    if (pos - 1) % size == at then return true end
+    from = pos + 1
+  end
+end
+
+local function seen(u, id)
+  return holds(u.win, id, ENTRY, 8) or holds(u.ids, id, ID, 0)
 end
 
 local function before(a, b)  -- the total order of a user's events
@@ -222,11 +263,20 @@ local function evaluate_online(u, c)
   end
 end
 
--- the oldest entry leaves a window over W
+-- the oldest entry leaves a window over W (its id is remembered)
 local function evict(u)
   if #u.win > ENTRY * W then
+    remember(u, string.sub(u.win, 9, 16))
     u.win = string.sub(u.win, ENTRY + 1)
   end
+end
+
+-- whether an event would be late (beyond the window or the allowed lateness)
+local function beyond(u, x)
+  if lateness >= 0 and u.ts ~= nil and u.ts - x.ts > lateness then
+    return true
+  end
+  return #u.win >= ENTRY * W and before(x, unpack_entry(u.win, 1))
 end
 
 -- insert x inside the window (it is older than the window's last entry): returns false
@@ -264,16 +314,15 @@ local function insert(u, x)
   u.seq = pack_items(items, #items - L + 1)
   local parts = {}
   for j, e in ipairs(entries) do
-    parts[j] = struct.pack('<dI4I4B', e.ts, e.tie, e.item, e.rank)
+    parts[j] = pack_entry(e)
   end
   u.win = table.concat(parts)
   evict(u)
   return true
 end
 
-local function apply(user, item, etype, ts_text, tie)
+local function apply(u, user, item, etype, ts_text, tie, idh)
   local ts = tonumber(ts_text)
-  local u = user_state(user)
   local c = item_index(item)
   local rank = rank_of[etype]
   local w = weight_of[rank]
@@ -282,11 +331,12 @@ local function apply(user, item, etype, ts_text, tie)
     redis.call('SADD', prefix .. 'u:' .. user .. ':bought', c)
   end
   u.n = u.n + 1
+  local x = {ts = ts, tie = tie, idh = idh, item = c, rank = rank}
   if lateness >= 0 and u.ts ~= nil and u.ts - ts > lateness then
     late = late + 1
+    remember(u, struct.pack('<I4I4', tie, idh))
     return
   end
-  local x = {ts = ts, tie = tie, item = c, rank = rank}
   local last = nil
   if #u.win >= ENTRY then
     last = unpack_entry(u.win, #u.win - ENTRY + 1)
@@ -294,6 +344,7 @@ local function apply(user, item, etype, ts_text, tie)
   if last ~= nil and before(x, last) then
     if not insert(u, x) then
       late = late + 1
+      remember(u, struct.pack('<I4I4', tie, idh))
       return
     end
   else
@@ -306,7 +357,7 @@ local function apply(user, item, etype, ts_text, tie)
       end
       u.seq = seq
     end
-    u.win = u.win .. struct.pack('<dI4I4B', ts, tie, c, rank)
+    u.win = u.win .. pack_entry(x)
     evict(u)
   end
   if u.ts == nil or ts > u.ts then
@@ -322,7 +373,7 @@ end
 -- those partitions again from there.
 local wm_keys, wms, highs, targets = {}, {}, {}, {}
 local regressed = {-1}
-local i = 12
+local i = 13
 for b = 1, nblocks do
   wm_keys[b] = prefix .. 'wm:' .. group .. ':' .. ARGV[i] .. ':' .. ARGV[i + 1]
   wms[b] = tonumber(redis.call('GET', wm_keys[b]) or '-1')
@@ -342,7 +393,7 @@ local RECORD = '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^
   '([^\31]*)\31([^\30]*)\30?()'
 local pos = 1
 for n = 1, nevents do
-  local block, offset_s, event_id, user, item, etype, ts, tie, after =
+  local block, offset_s, idh_s, user, item, etype, ts, tie_s, after =
     string.match(records, RECORD, pos)
   if after == nil then
     return redis.error_reply('apply_batch: event record ' .. n .. ' of ' .. nevents ..
@@ -351,24 +402,24 @@ for n = 1, nevents do
   pos = after
   local b = tonumber(block)
   local offset = tonumber(offset_s)
-  -- At or below the watermark: a redelivery, unless dedupe is on and its event_id was
-  -- never seen, which means the log was reset (a broker that lost its data): apply.
-  if offset <= wms[b] and (dedupe_ttl <= 0 or
-      redis.call('EXISTS', prefix .. 'dedupe:' .. event_id) == 1) then
+  local tie, idh = tonumber(tie_s), tonumber(idh_s)
+  local u = user_state(user)
+  local dup = D > 0 and seen(u, struct.pack('<I4I4', tie, idh))
+  -- At or below the watermark: a redelivery, unless dedupe is on, its event_id is not
+  -- among the user's last D and it is not late, which means the log was reset (a broker
+  -- that lost its data): apply.
+  if offset <= wms[b] and (D <= 0 or dup or
+      beyond(u, {ts = tonumber(ts), tie = tie, rank = rank_of[etype]})) then
     below_wm = below_wm + 1
   else
     if highs[b] == nil or offset > tonumber(highs[b]) then
       highs[b] = offset_s
     end
-    local fresh = true
-    if dedupe_ttl > 0 then
-      fresh = redis.call('SET', prefix .. 'dedupe:' .. event_id, '1', 'NX', 'EX', dedupe_ttl)
-    end
-    if fresh then
-      apply(user, item, etype, ts, tonumber(tie))
-      applied = applied + 1
-    else
+    if dup then
       duplicates = duplicates + 1
+    else
+      apply(u, user, item, etype, ts, tie, idh)
+      applied = applied + 1
     end
   end
 end
@@ -402,12 +453,16 @@ for _, user in ipairs(touched_list) do
   local u = users[user]
   local ukey = prefix .. 'u:' .. user
   if u.dirty then
-    redis.call('HSET', ukey, 'seq', u.seq, 'win', u.win)
+    redis.call('HSET', ukey, 'seq', u.seq, 'win', u.win, 'ids', u.ids)
   end
   if u.ts_text then
     redis.call('HSET', ukey, 'ts', u.ts_text)
   end
   redis.call('HINCRBY', ukey, 'n', u.n)
+  if user_ttl > 0 then  -- an inactive user's state expires (popularity and rows stay)
+    redis.call('EXPIRE', ukey, user_ttl)
+    redis.call('EXPIRE', ukey .. ':bought', user_ttl)
+  end
   sequences[#sequences + 1] = user
   sequences[#sequences + 1] = u.seq
 end

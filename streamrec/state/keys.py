@@ -81,13 +81,6 @@ class Keys:
         """Scan pattern of the watermarks of every partition of ``topic``."""
         return f"{self.prefix}wm:{group}:{topic}:*"
 
-    def dedupe(self, event_id: str) -> str:
-        return f"{self.prefix}dedupe:{event_id}"
-
-    @property
-    def dedupe_pattern(self) -> str:
-        return f"{self.prefix}dedupe:*"
-
     def served(self, user_id: str) -> str:
         """String: packed item indexes of the list last served to the user."""
         return f"{self.prefix}served:{user_id}"

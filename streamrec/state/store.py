@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,10 +44,11 @@ class ApplyConfig:
     sequence_length: int
     reorder_window: int
     half_life_ms: int
-    dedupe_ttl_s: int
+    dedupe_events: int
     allowed_lateness_ms: int
     group: str
     weights: tuple[str, str, str]  # weights of view, click, purchase, as the script reads them
+    user_ttl_s: int = 0
 
     @classmethod
     def from_settings(cls, prefix: str, group: str, state: StateSettings) -> ApplyConfig:
@@ -55,12 +57,13 @@ class ApplyConfig:
             sequence_length=state.sequence_length,
             reorder_window=state.reorder_window,
             half_life_ms=int(state.popularity_half_life_s * 1000),
-            dedupe_ttl_s=int(state.dedupe_ttl_s),
+            dedupe_events=state.dedupe_events,
             allowed_lateness_ms=int(state.allowed_lateness_s * 1000)
             if state.allowed_lateness_s >= 0 else -1,
             group=group,
             weights=(repr(state.weights.view), repr(state.weights.click),
                      repr(state.weights.purchase)),
+            user_ttl_s=int(state.user_ttl_s),
         )
 
 
@@ -72,6 +75,12 @@ def tie_break(event_id: str) -> int:
     """Last part of the total order of a user's events, after the timestamp and the type
     rank (view < click < purchase): the CRC-32 of the event id."""
     return zlib.crc32(event_id.encode())
+
+
+def id_hash(event_id: str) -> int:
+    """The second 32 bits of an event id's hash (with :func:`tie_break`, the 64 bits by
+    which the state step finds a duplicate among a user's last events)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=4).digest(), "little")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +114,12 @@ def pack_batch(batch: Iterable[Positioned], config: ApplyConfig,
     for p in batch:
         block = blocks.setdefault((p.topic, p.partition), len(blocks) + 1)
         e = p.event
-        records.append(f"{block}\x1f{p.offset}\x1f{e.event_id}\x1f{e.user_id}\x1f"
+        records.append(f"{block}\x1f{p.offset}\x1f{id_hash(e.event_id)}\x1f{e.user_id}\x1f"
                        f"{e.item_id}\x1f{e.type}\x1f{e.ts}\x1f{tie_break(e.event_id)}")
     args: list[str | int] = [
         config.prefix, config.sequence_length, config.reorder_window, config.half_life_ms,
-        config.dedupe_ttl_s, config.allowed_lateness_ms, config.group, *config.weights,
-        len(blocks),
+        config.dedupe_events, config.allowed_lateness_ms, config.group, *config.weights,
+        config.user_ttl_s, len(blocks),
     ]
     none = Progress(-1, -1)
     for part in blocks:

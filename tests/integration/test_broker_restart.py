@@ -49,7 +49,7 @@ def test_worker_survives_a_broker_restart(tmp_path: Path) -> None:
     # (which start at 0 again, below the old watermarks) be applied
     values = pipeline_settings(info, worker={"topic_check_interval_s": 1.0,
                                              "data_dir": str(tmp_path / "faust")},
-                               state={"dedupe_ttl_s": 0})
+                               state={"dedupe_events": 0})
     env = dict(os.environ, **flatten_env(values), PYTHONPATH=str(ROOT),
                STREAMREC_METRICS__PORT="0")
     worker = WorkerProcess(env, tmp_path)

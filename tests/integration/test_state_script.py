@@ -53,6 +53,81 @@ def test_same_event_id_at_another_offset_is_a_duplicate(stack: StackInfo) -> Non
     assert dump["users"]["u"]["events"] == 1
 
 
+def test_duplicates_are_found_among_the_users_last_d_events_and_no_further(
+        stack: StackInfo) -> None:
+    """D = 6 event ids per user (W = 3 in the window, 3 more remembered): the same events
+    published again count once while they are among the user's last 6, and again when
+    they are older; another user's events, and memory, are per user."""
+    state = StateSettings(popularity_half_life_s=0, reorder_window=3, dedupe_events=6)
+    first = _events(*[("u", f"i{n}", "view", 10 * n) for n in range(8)])
+    recent = [Positioned("ev", 0, 100 + n, p.event) for n, p in enumerate(first[2:])]
+    oldest = [Positioned("ev", 0, 200 + n, p.event) for n, p in enumerate(first[:2])]
+    (_, again, old), dump = _run(stack, state, first, recent, oldest)
+    assert (again.applied, again.duplicates) == (0, 6)
+    # beyond the horizon: not recognised; older than the window, so late (counted in
+    # popularity and the event count, not in the sequence)
+    assert (old.applied, old.duplicates, old.late) == (2, 0, 2)
+    assert dump["users"]["u"]["events"] == 10
+    assert dump["users"]["u"]["sequence"] == [f"i{n}" for n in range(8)]
+
+
+def test_a_duplicate_of_a_late_event_counts_once(stack: StackInfo) -> None:
+    state = StateSettings(popularity_half_life_s=0, reorder_window=2, dedupe_events=8,
+                          allowed_lateness_s=1)
+    newer = _events(("u", "a", "view", 5000), ("u", "b", "view", 6000))
+    late = [Positioned("ev", 0, 10, Event("late-1", "u", "z", "view", 1000))]
+    republished = [Positioned("ev", 0, 11, late[0].event)]
+    (_, first, again), dump = _run(stack, state, newer, late, republished)
+    assert first.late == 1 and (again.applied, again.duplicates) == (0, 1)
+    assert dump["popularity"]["z"] == 1
+
+
+def test_dedupe_memory_is_per_user_not_per_event(stack: StackInfo) -> None:
+    """No key per event: 2,000 events of 20 users leave 20 user hashes whose remembered
+    ids stop growing at D - W per user."""
+    state = StateSettings(popularity_half_life_s=0, reorder_window=10, dedupe_events=40)
+
+    async def go() -> tuple[int, list[int]]:
+        redis = Redis.from_url(stack.redis_url)
+        prefix = f"s{uuid.uuid4().hex[:6]}:"
+        keys = Keys(prefix)
+        store = RedisStateStore(redis, ApplyConfig.from_settings(prefix, "g", state))
+        events = [Positioned("ev", 0, n, Event(f"e{n}", f"u{n % 20}", f"i{n % 7}", "view", n))
+                  for n in range(2000)]
+        for k in range(0, 2000, 250):
+            await store.apply(events[k:k + 250])
+        n_keys = len([key async for key in redis.scan_iter(match=f"{prefix}*")])
+        sizes = [len(await redis.hget(keys.user(f"u{n}"), "ids") or b"") for n in range(20)]
+        await redis.aclose()
+        return n_keys, sizes
+
+    n_keys, sizes = asyncio.run(go())
+    assert sizes == [8 * (40 - 10)] * 20
+    assert n_keys < 20 + 7 + 10  # user hashes, Markov rows and a few shared keys
+
+
+def test_an_inactive_user_expires_but_popularity_stays(stack: StackInfo) -> None:
+    state = StateSettings(popularity_half_life_s=0, user_ttl_s=1)
+
+    async def go() -> tuple[bool, bool, float | None]:
+        redis = Redis.from_url(stack.redis_url)
+        prefix = f"s{uuid.uuid4().hex[:6]}:"
+        keys = Keys(prefix)
+        store = RedisStateStore(redis, ApplyConfig.from_settings(prefix, "g", state))
+        await store.apply(_events(("u", "a", "view", 1), ("u", "b", "purchase", 2)))
+        alive = bool(await redis.exists(keys.user("u"))) and \
+            bool(await redis.exists(keys.bought("u")))
+        await asyncio.sleep(2.2)
+        gone = not await redis.exists(keys.user("u"), keys.bought("u"))
+        pop = await redis.zscore(keys.popularity, "1")
+        await redis.aclose()
+        return alive, gone, pop
+
+    alive, gone, pop = asyncio.run(go())
+    assert alive and gone
+    assert pop == 4.0  # the purchase's weight: shared aggregates do not expire
+
+
 def test_late_event_counts_popularity_but_not_sequence(stack: StackInfo) -> None:
     hour = 3_600_000
     batch = _events(("u", "a", "view", 10 * hour), ("u", "b", "purchase", 8 * hour))
@@ -137,7 +212,7 @@ def test_a_state_behind_what_was_applied_is_refused_untouched(stack: StackInfo) 
 def test_progress_moves_the_watermark_past_records_without_events(stack: StackInfo) -> None:
     """Offsets 1-4 were invalid (dead-lettered): the watermark still reaches 4, so a
     redelivery of offset 3 is skipped and the next check expects 4."""
-    state = StateSettings(popularity_half_life_s=0, dedupe_ttl_s=0)
+    state = StateSettings(popularity_half_life_s=0, dedupe_events=0)
     first = _events(("u", "a", "view", 1))
     again = [Positioned("ev", 0, 3, Event("id-3", "u", "b", "view", 2))]
     (one, two), dump = _run_with_progress(stack, state, (first, {("ev", 0): Progress(-1, 4)}),

@@ -30,7 +30,6 @@ def test_each_pattern_matches_its_keys_only() -> None:
         (KEYS.bought_pattern, [KEYS.bought("u")], [KEYS.user("u")]),
         (KEYS.markov_pattern, [KEYS.markov_row(3), KEYS.markov_totals], [KEYS.popularity]),
         (KEYS.served_pattern, [KEYS.served("u")], [KEYS.user("u")]),
-        (KEYS.dedupe_pattern, [KEYS.dedupe("e")], [KEYS.served("e")]),
         (KEYS.watermark_pattern("g", "events.view"),
          [KEYS.watermark("g", "events.view", 0), KEYS.watermark("g", "events.view", 12)],
          [KEYS.watermark("g", "events.click", 0), KEYS.watermark("h", "events.view", 0)]),
