@@ -35,14 +35,14 @@ from streamrec.kernel.settings import StateSettings, TopicSettings
 from streamrec.state.keys import Keys
 from streamrec.state.store import ApplyConfig, Positioned, RedisStateStore
 
-KEYS = Keys("sr:")
+KEYS = Keys()
 
 
 def census(r: Redis) -> dict[str, int]:
     """Keys by kind (from one SCAN), Markov entries (ZCARD of every row)."""
     kinds: dict[str, int] = {}
     rows: list[bytes] = []
-    for key in r.scan_iter(match=f"{KEYS.prefix}*", count=10_000):
+    for key in r.scan_iter(match=KEYS.all_pattern, count=10_000):
         name = key.decode()
         if KEYS.user_of(name) is not None:
             kind = "user_hash"

@@ -55,6 +55,11 @@ class Keys:
         return f"{self.prefix}u:{user_id}"
 
     @property
+    def all_pattern(self) -> str:
+        """Scan pattern of every key under the prefix."""
+        return f"{self.prefix}*"
+
+    @property
     def user_pattern(self) -> str:
         """Scan pattern of the user hashes; it also matches the :meth:`bought` sets."""
         return f"{self.prefix}u:*"

@@ -67,6 +67,7 @@ class ApplyConfig:
         )
 
 
+HEADER_ARGS = 12  # ARGV before the partitions (see apply_batch.lua)
 FIELD, RECORD = "\x1f", "\x1e"  # ids never hold control characters (streamrec.contracts.event)
 TYPE_RANK: dict[str, int] = {"view": 0, "click": 1, "purchase": 2}
 
@@ -121,6 +122,7 @@ def pack_batch(batch: Iterable[Positioned], config: ApplyConfig,
         config.dedupe_events, config.allowed_lateness_ms, config.group, *config.weights,
         config.user_ttl_s, len(blocks),
     ]
+    assert len(args) == HEADER_ARGS
     none = Progress(-1, -1)
     for part in blocks:
         known = progress.get(part, none) if progress else none
@@ -156,7 +158,7 @@ class RedisStateStore:
         args = pack_batch(batch, self._config, progress)
         out = await self._script(args=args)
         if int(out[0]) == -1:
-            first = 11  # ARGV index (0-based) of the first partition's topic
+            first = HEADER_ARGS  # ARGV index (0-based) of the first partition's topic
             raise StateRegressed({
                 (str(args[first + 4 * (b - 1)]), int(args[first + 4 * (b - 1) + 1])): int(wm)
                 for b, wm in zip(out[1::2], out[2::2], strict=True)})

@@ -87,9 +87,12 @@ async def _state(redis: Redis, state: StateSettings, batches: list[list[Position
     dump = await collect_state(redis, keys, state.popularity_half_life_s)
     ids = [x.decode() for x in await redis.lrange(keys.item_ids, 0, -1)]  # type: ignore[misc]
     for user in dump["users"]:
-        win = await redis.hget(keys.user(user), "win") or b""  # type: ignore[misc]
+        win, seen = await redis.hmget(keys.user(user), "win", "ids")  # type: ignore[misc]
         dump["users"][user]["window"] = [
-            (ts, tie, ids[item], rank) for ts, tie, item, rank in struct.iter_unpack("<dIIB", win)]
+            (ts, tie, idh, ids[item], rank)
+            for ts, tie, idh, item, rank in struct.iter_unpack("<dIIIB", win or b"")]
+        # the ids remembered for dedupe beyond the window are state too
+        dump["users"][user]["remembered"] = list(struct.iter_unpack("<II", seen or b""))
     dump["late"] = late
     return dump
 
@@ -183,7 +186,7 @@ def test_an_insert_after_evictions_gives_the_state_of_time_order(stack: StackInf
                             [[Positioned("t", 0, n, e)] for n, e in enumerate(arrived)])
     assert other == reference
     assert reference["users"]["u"]["sequence"] == ["a", "b", "c", "x", "d", "e"]
-    assert [w[2] for w in reference["users"]["u"]["window"]] == ["x", "d", "e"]
+    assert [w[3] for w in reference["users"]["u"]["window"]] == ["x", "d", "e"]
     assert reference["users"]["u"]["last_ts"] == 7
     assert reference["late"] == 0
 
