@@ -46,6 +46,8 @@ def census(r: Redis) -> dict[str, int]:
         name = key.decode()
         if KEYS.user_of(name) is not None:
             kind = "user_hash"
+        elif KEYS.is_bought(name):
+            kind = "bought_set"
         elif KEYS.markov_row_of(name) is not None:
             kind = "markov_row"
             rows.append(key)
@@ -98,7 +100,13 @@ async def replay(url: str, args: argparse.Namespace, r: Redis) -> list[dict[str,
 
 
 def _row(r: Redis, done: int, started: float) -> dict[str, Any]:
+    shared = {"item_index": KEYS.item_index, "item_ids": KEYS.item_ids,
+              "popularity": KEYS.popularity, "markov_totals": KEYS.markov_totals}
     return {"events": done, "used_memory_bytes": key_memory(r), "keys": census(r),
+            "items_seen": int(r.llen(KEYS.item_ids)),
+            # the catalogue's keys grow with the items seen, not with the events
+            "shared_key_bytes": {name: int(r.memory_usage(key, samples=0) or 0)
+                                 for name, key in shared.items()},
             "seconds": round(time.perf_counter() - started, 1)}
 
 

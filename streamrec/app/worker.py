@@ -37,7 +37,7 @@ from streamrec.app.faust_app import App, install_extensions, make_app
 from streamrec.kernel import metrics
 from streamrec.kernel.allocator import keep_freed_memory
 from streamrec.kernel.clients import redis_client
-from streamrec.kernel.consumer import Batch, BatchConsumer, Source, consume
+from streamrec.kernel.consumer import Batch, BatchConsumer, Source
 from streamrec.kernel.errors import StreamrecError
 from streamrec.kernel.faust_source import FaustSource
 from streamrec.kernel.outbox import Outbox
@@ -227,10 +227,14 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
             await p.models.refresh()
         except Exception as exc:
             log.warning("model load failed error=%s: %s", type(exc).__name__, exc)
-        if isinstance(source, BatchConsumer):
-            await consume(source, work)
-        else:  # Faust runs the consumer; the agent feeds the source
+        if not isinstance(source, BatchConsumer):  # Faust runs its consumer and agent
             await work(source.batches())
+            return
+        await source.start()
+        try:
+            await work(source.batches())
+        finally:  # commits what is done, leaves the group: its partitions move at once
+            await source.stop()
 
     async def stop_consuming() -> None:
         """Stop taking batches (the one in hand stays uncommitted, so it comes again) and

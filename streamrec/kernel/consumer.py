@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -282,14 +282,3 @@ class BatchConsumer:
                 await self._consumer.position(tp)  # nothing read yet: where reading starts
             lags[tp] = max(0, end - read)
         return lags
-
-
-async def consume(consumer: BatchConsumer,
-                  work: Callable[[AsyncIterator[Batch]], Awaitable[Any]]) -> None:
-    """Run ``work`` over the consumer's batches until cancelled; stop the consumer after
-    (committing what is done, leaving the group so its partitions move at once)."""
-    await consumer.start()
-    try:
-        await work(consumer.batches())
-    finally:
-        await consumer.stop()

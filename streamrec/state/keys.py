@@ -71,6 +71,10 @@ class Keys:
             return None
         return key[len(head):]
 
+    def is_bought(self, key: str) -> bool:
+        """Whether ``key`` is a user's bought set."""
+        return key.startswith(self.user("")) and key.endswith(_BOUGHT)
+
     def bought(self, user_id: str) -> str:
         return f"{self.prefix}u:{user_id}{_BOUGHT}"
 

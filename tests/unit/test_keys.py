@@ -15,6 +15,8 @@ def test_a_user_hash_names_its_user_and_a_bought_set_none() -> None:
     assert KEYS.user_of(KEYS.bought("alice")) is None
     assert KEYS.user_of(KEYS.served("alice")) is None
     assert KEYS.user_of(Keys("other:").user("alice")) is None
+    assert KEYS.is_bought(KEYS.bought("alice")) and not KEYS.is_bought(KEYS.user("alice"))
+    assert not Keys("other:").is_bought(KEYS.bought("alice"))
 
 
 def test_a_markov_row_names_its_item_and_the_totals_none() -> None:
@@ -30,6 +32,7 @@ def test_each_pattern_matches_its_keys_only() -> None:
         (KEYS.bought_pattern, [KEYS.bought("u")], [KEYS.user("u")]),
         (KEYS.markov_pattern, [KEYS.markov_row(3), KEYS.markov_totals], [KEYS.popularity]),
         (KEYS.served_pattern, [KEYS.served("u")], [KEYS.user("u")]),
+        (KEYS.all_pattern, [KEYS.user("u"), KEYS.stats], [Keys("other:").user("u")]),
         (KEYS.watermark_pattern("g", "events.view"),
          [KEYS.watermark("g", "events.view", 0), KEYS.watermark("g", "events.view", 12)],
          [KEYS.watermark("g", "events.click", 0), KEYS.watermark("h", "events.view", 0)]),
