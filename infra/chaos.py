@@ -208,7 +208,8 @@ class ChaosRunner:
             if not worker.running:
                 raise StreamrecError(f"stream worker died:\n{worker.log_tail()}")
             time.sleep(poll_s)
-        raise StreamrecError(f"only {applied} of {n} events applied in {self.timeout_s:.0f} s")
+        raise StreamrecError(f"only {applied} of {n} events applied in {self.timeout_s:.0f} s; "
+                             f"the stream worker's log ends:\n{worker.log_tail()}")
 
     async def _collect(self, settings: Settings) -> dict[str, Any]:
         redis = Redis.from_url(self.redis_url)

@@ -89,18 +89,19 @@ class FaustSource:
         mine = {tp for tp in assigned if tp.topic in self.topics}
         self._owned = {(tp.topic, tp.partition) for tp in mine}
         self._starts.clear()
+        committed = getattr(app.consumer, "_committed_offset", {})
         for tp in mine:
-            position = await app.consumer.position(tp)
-            if position is not None:
-                self._starts[(tp.topic, tp.partition)] = position
-        taken, self._taken = self._taken, {}
+            # where reading resumes: the committed offset (Faust seeks there), else where
+            # the fetcher stands (nothing committed yet: the reset position)
+            start = committed.get(tp)
+            if start is None:
+                start = await app.consumer.position(tp)
+            if start is not None:
+                self._starts[(tp.topic, tp.partition)] = start
+        # Faust reads every partition again from its committed offset; what was fetched
+        # before the rebalance is recognised by its generation and dropped (_accept)
+        self._taken.clear()
         self._rewound.clear()
-        for part, start in self._starts.items():
-            # reading starts again from the committed offset: what was fetched before the
-            # rebalance and is still on its way is dropped, as after a rewind
-            self._taken[part] = start - 1
-            if part in taken and start <= taken[part]:
-                self._rewound[part] = (start, taken[part])
         self._unacked.clear()
         self._seeks.clear()
         self._held.clear()
@@ -123,9 +124,13 @@ class FaustSource:
 
     def _batch(self, events: list[EventT[Any]]) -> FetchedBatch:
         batch = FetchedBatch([], self.assignment)
+        generation = getattr(self._app, "consumer_generation_id", None)
         for event in events:
             m = event.message
             part = (m.topic, m.partition)
+            fetched_in = getattr(m, "generation_id", None)
+            if generation is not None and fetched_in is not None and fetched_in != generation:
+                continue  # fetched before the last rebalance: Faust reads it again
             if not self._accept(part, m.offset):
                 continue
             self._taken[part] = m.offset

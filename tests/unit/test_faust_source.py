@@ -25,6 +25,7 @@ class Message:
     key: bytes = b"u"
     value: bytes = b"{}"
     headers: list[Any] = field(default_factory=list)
+    generation_id: int = 1
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Consumer:
 class App:
     consumer: Consumer
     conf: Any = None
+    consumer_generation_id: int = 1
 
 
 def _source(highwater: int = 100) -> tuple[FaustSource, Consumer]:
@@ -141,13 +143,29 @@ def test_holding_a_partition_marks_it_full_not_paused() -> None:
     assert consumer.full == set()
 
 
-def test_after_a_rebalance_reading_restarts_from_the_committed_offset() -> None:
+def test_after_a_rebalance_what_was_fetched_before_it_is_dropped() -> None:
+    """Faust reads every partition again from its committed offset after a rebalance;
+    events fetched in the earlier generation, still on their way, are dropped."""
     source, _consumer = _source()
     source._batch(_events(0, range(10, 40)))  # taken up to 39, committed 10
     asyncio.run(source._on_revoked(source._app, set()))
+    source._app.consumer_generation_id = 2
     asyncio.run(source._on_assigned(source._app, {TP(TOPIC, 0)}))
-    in_flight = _events(0, range(40, 45))  # fetched before the rebalance
-    again = _events(0, range(10, 42))  # read again from the committed offset
-    batch = source._batch(in_flight + again)
+    in_flight = _events(0, range(40, 45))  # fetched in generation 1
+    again = _events(0, range(10, 42))
+    for event in again:
+        event.message.generation_id = 2
+    batch = source._batch([*in_flight, *again])
     assert [r.offset for r in batch] == list(range(10, 42))
     assert source._lags() == {(TOPIC, 0): 100 - 42}
+
+
+def test_reading_starts_where_faust_resumes_the_committed_offset() -> None:
+    """The lag of a partition nothing was taken from counts from the committed offset,
+    not from where the fetcher already stands."""
+    source, consumer = _source(highwater=50)
+    consumer._committed_offset = {TP(TOPIC, 0): 4}
+    asyncio.run(source._on_assigned(source._app, {TP(TOPIC, 0), TP(TOPIC, 1)}))
+    assert source._lags() == {(TOPIC, 0): 46, (TOPIC, 1): 40}
+    batch = source._batch(_events(0, range(4, 9)))  # from the committed offset on
+    assert [r.offset for r in batch] == [4, 5, 6, 7, 8]
