@@ -8,6 +8,12 @@
     the list to its producer), p50 / p99, also per 10 s and per 1 s window.
 (2) Pull: --requests sequential GET /recommendations/{user} for known users, p50 / p99.
 
+Stalls: every second of (1), a sampler records the worker's mean time per batch in each
+stage (from /metrics), the CPU seconds of the worker, the broker, Redis and this process,
+Redis' latency monitor (events over 10 ms: fork, AOF write and fsync, slow commands) and
+GC passes over 10 ms in this process. ``stalls`` lists the seconds whose client p99 is
+over twice the run's median one, each with what that second looked like.
+
     python benchmarks/serving_latency.py --rate 1000 --seconds 60 --requests 1000 --out out/serving
 """
 
@@ -15,18 +21,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from load import (  # benchmarks/load.py
     bucket_delta,
     by_window,
+    cpu_seconds,
     histogram_buckets,
     offer_load,
     quantiles,
@@ -43,6 +53,85 @@ from streamrec.kernel.settings import Settings
 from streams.producer import publish
 
 FRESHNESS = "streamrec_event_to_recommendation_seconds"
+
+
+class StallSampler:
+    """Once a second: the worker's stage means, CPU per process, Redis latency events, and
+    this process' slow GC passes (see the module docstring)."""
+
+    def __init__(self, http: int, redis: Redis, pids: dict[str, int | None]) -> None:
+        self._http, self._redis, self._pids = http, redis, pids
+        self.rows: list[dict[str, Any]] = []
+        self._gc: list[tuple[float, float]] = []
+        self._gc_start = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        elif (took := time.perf_counter() - self._gc_start) > 0.01:
+            self._gc.append((time.monotonic(), took * 1000))
+
+    def __enter__(self) -> StallSampler:
+        self._redis.config_set("latency-monitor-threshold", 10)
+        self._redis.execute_command("LATENCY", "RESET")  # type: ignore[no-untyped-call]
+        gc.callbacks.append(self._on_gc)
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        gc.callbacks.remove(self._on_gc)
+
+    def _cpu(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self._pids.items():
+            try:
+                out[name] = cpu_seconds(pid) if pid else 0.0
+            except OSError:
+                out[name] = 0.0
+        return out
+
+    def _run(self) -> None:
+        page = urllib.request.urlopen(f"http://127.0.0.1:{self._http}/metrics").read()
+        before, cpu = page.decode(), self._cpu()
+        while not self._stop.wait(1.0):
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self._http}/metrics"
+                                          ).read().decode()
+            now_cpu = self._cpu()
+            events = self._redis.execute_command(  # type: ignore[no-untyped-call]
+                "LATENCY", "LATEST") or []
+            self._redis.execute_command("LATENCY", "RESET")  # type: ignore[no-untyped-call]
+            at = time.monotonic() - self._t0
+            self.rows.append({
+                "to_s": round(at, 2),
+                "worker_ms_per_batch": stage_means_ms(text, before),
+                "cpu_s": {k: round(now_cpu[k] - cpu[k], 3) for k in now_cpu},
+                "redis_latency_events": {
+                    (e[0].decode() if isinstance(e[0], bytes) else str(e[0])): int(e[2])
+                    for e in events},
+                "client_gc_ms": [round(ms, 1) for t, ms in self._gc
+                                 if at - 1.0 <= t - self._t0 < at]})
+            before, cpu = text, now_cpu
+
+
+def stalls(windows: list[dict[str, float]], rows: list[dict[str, Any]],
+           offset_s: float) -> list[dict[str, Any]]:
+    """The seconds whose p99 is over twice the median p99, with the sampler's row of that
+    second (``offset_s``: the sampler's clock at the load's start)."""
+    if not windows:
+        return []
+    typical = float(np.median([w["p99"] for w in windows]))
+    out = []
+    for w in windows:
+        if w["p99"] > 2 * typical:
+            start = w["from_s"] + offset_s
+            row = next((r for r in rows if start < r["to_s"] <= start + 1.5), {})
+            out.append({**w, "median_p99": typical, **row})
+    return out
 
 
 def _settled_metrics(http: int) -> str:
@@ -91,7 +180,13 @@ def main() -> int:
         model = train_and_load(env, http, args.train_budget) if args.train_budget > 0 else "markov"
         before = _settled_metrics(http)
         timeline: list[tuple[float, float]] = []
-        client = asyncio.run(offer_load(settings, args.rate, args.seconds, timeline=timeline))
+        pids = {"worker": worker.pid, "broker": stack.service("kafka").pid,
+                "redis": stack.service("redis").pid, "load_generator": os.getpid()}
+        started: list[float] = []
+        with StallSampler(http, Redis(port=redis), pids) as sampler:
+            client = asyncio.run(offer_load(
+                settings, args.rate, args.seconds, timeline=timeline,
+                on_start=lambda: started.append(time.monotonic() - sampler._t0)))
         metrics_text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics").read().decode()
         fresh = quantiles(bucket_delta(histogram_buckets(metrics_text, FRESHNESS),
                                        histogram_buckets(before, FRESHNESS)), (0.5, 0.99))
@@ -116,6 +211,8 @@ def main() -> int:
         "freshness_client_by_10s": by_window(timeline, 10.0),
         # stalls show as single seconds whose p99 is far above the others'
         "freshness_client_by_1s": by_window(timeline, 1.0),
+        "stalls": stalls(by_window(timeline, 1.0), sampler.rows, started[0] if started else 0),
+        "per_second": sampler.rows,
         "pull_s": {"p50": float(np.percentile(pulls, 50)), "p99": float(np.percentile(pulls, 99)),
                    "requests": len(pulls)},
     }
