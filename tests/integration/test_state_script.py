@@ -71,6 +71,18 @@ def test_duplicates_are_found_among_the_users_last_d_events_and_no_further(
     assert dump["users"]["u"]["sequence"] == [f"i{n}" for n in range(8)]
 
 
+def test_with_dedupe_off_an_event_published_again_counts_again(stack: StackInfo) -> None:
+    """dedupe_events = 0: only the watermarks skip what was applied; the same event at a
+    new offset is applied again (a mutant that kept the window's ids on survived before)."""
+    state = StateSettings(popularity_half_life_s=0, dedupe_events=0)
+    first = _events(("u", "a", "view", 1), ("u", "b", "view", 2))
+    again = [Positioned("ev", 0, 10 + n, p.event) for n, p in enumerate(first)]
+    (_, second), dump = _run(stack, state, first, again)
+    assert (second.applied, second.duplicates) == (2, 0)
+    assert dump["users"]["u"]["events"] == 4
+    assert dump["popularity"] == {"a": 2, "b": 2}
+
+
 def test_a_duplicate_of_a_late_event_counts_once(stack: StackInfo) -> None:
     state = StateSettings(popularity_half_life_s=0, reorder_window=2, dedupe_events=8,
                           allowed_lateness_s=1)
