@@ -77,7 +77,7 @@ class StallSampler:
         self._redis.config_set("latency-monitor-threshold", 10)
         self._redis.execute_command("LATENCY", "RESET")  # type: ignore[no-untyped-call]
         gc.callbacks.append(self._on_gc)
-        self._t0 = time.monotonic()
+        self.t0 = time.monotonic()  # the clock of the rows' to_s
         self._thread.start()
         return self
 
@@ -105,7 +105,7 @@ class StallSampler:
             events = self._redis.execute_command(  # type: ignore[no-untyped-call]
                 "LATENCY", "LATEST") or []
             self._redis.execute_command("LATENCY", "RESET")  # type: ignore[no-untyped-call]
-            at = time.monotonic() - self._t0
+            at = time.monotonic() - self.t0
             self.rows.append({
                 "to_s": round(at, 2),
                 "worker_ms_per_batch": stage_means_ms(text, before),
@@ -114,7 +114,7 @@ class StallSampler:
                     (e[0].decode() if isinstance(e[0], bytes) else str(e[0])): int(e[2])
                     for e in events},
                 "client_gc_ms": [round(ms, 1) for t, ms in self._gc
-                                 if at - 1.0 <= t - self._t0 < at]})
+                                 if at - 1.0 <= t - self.t0 < at]})
             before, cpu = text, now_cpu
 
 
@@ -186,7 +186,7 @@ def main() -> int:
         with StallSampler(http, Redis(port=redis), pids) as sampler:
             client = asyncio.run(offer_load(
                 settings, args.rate, args.seconds, timeline=timeline,
-                on_start=lambda: started.append(time.monotonic() - sampler._t0)))
+                on_start=lambda: started.append(time.monotonic() - sampler.t0)))
         metrics_text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics").read().decode()
         fresh = quantiles(bucket_delta(histogram_buckets(metrics_text, FRESHNESS),
                                        histogram_buckets(before, FRESHNESS)), (0.5, 0.99))
