@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from load import by_window, cpu_seconds, offer_events  # benchmarks/load.py
 
 from infra.stack import Stack, free_port
@@ -188,6 +189,62 @@ def offer_and_read(bootstrap: str, rate: float, seconds: float, config: Config,
             "p99_ms": float(1000 * np.percentile(latency, 99)), "by_5s": windows}
 
 
+async def _fetch_ms(bootstrap: str, tp: TopicPartition, tries: int = 20) -> float:
+    """Median time of a fetch of the partition's last 50 records."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        times = []
+        for _ in range(tries):
+            consumer.seek(tp, max(0, end - 50))
+            started = time.perf_counter()
+            await consumer.getmany(tp, timeout_ms=1000)
+            times.append(time.perf_counter() - started)
+        return float(np.median(times) * 1000)
+    finally:
+        await consumer.stop()
+
+
+async def retention_probe(bootstrap: str, stops: list[int]) -> dict[str, Any]:
+    """Fetch time against stored batches (one record each, on one partition), then whether
+    the broker trims a log on DeleteRecords as Kafka's retention would."""
+    topic = "floor-retention"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    tp = TopicPartition(topic, 0)
+    fetch: dict[str, float] = {}
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+        stored = 0
+        for stop in stops:
+            while stored < stop:  # waiting for each send: one batch per record
+                await (await producer.send(topic, b"x" * 200))
+                stored += 1
+            fetch[str(stop)] = round(await _fetch_ms(bootstrap, tp), 2)
+            print(f"{stop:6d} stored batches: fetch {fetch[str(stop)]:.2f} ms", flush=True)
+        try:
+            await admin.delete_records({tp: RecordsToDelete(stored - 100)}, timeout_ms=5000)
+            deleted = "accepted"
+        except Exception as exc:  # what the broker does with it is the finding
+            deleted = f"refused: {type(exc).__name__}: {exc}"
+        reader = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await reader.start()
+        try:
+            start = (await reader.beginning_offsets([tp]))[tp]
+        finally:
+            await reader.stop()
+        return {"fetch_ms_by_stored_batches": fetch, "delete_records": deleted,
+                "log_start_after": start,
+                "fetch_ms_after": round(await _fetch_ms(bootstrap, tp), 2)}
+    finally:
+        await producer.stop()
+        await admin.close()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rate", type=float, default=8000.0)
@@ -198,7 +255,24 @@ def main() -> int:
     p.add_argument("--batch-work-ms", type=float, default=0.0,
                    help="the simulated worker's CPU per batch besides its work per event")
     p.add_argument("--out", default="out/broker_floor")
+    p.add_argument("--retention-probe", type=int, nargs="+", metavar="BATCHES",
+                   help="instead: fetch time after this many stored batches, then whether "
+                        "DeleteRecords trims the log (e.g. 1000 10000 30000)")
     args = p.parse_args()
+    if args.retention_probe:
+        run_dir = Path(tempfile.mkdtemp(prefix="streamrec-floor-"))
+        stack = Stack(run_dir)
+        stack.up(kafka_port=free_port(), redis_port=free_port())
+        try:
+            probe = asyncio.run(retention_probe(
+                f"127.0.0.1:{stack.service('kafka').port}", sorted(args.retention_probe)))
+        finally:
+            stack.down()
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "retention_probe.json").write_text(json.dumps(probe, indent=2))
+        print(json.dumps(probe, indent=2))
+        return 0
     try:
         configs = [Config.parse(text) for text in args.configs]
     except ValueError as exc:
