@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from recmodels.checkpoint import Checkpoint
 from recmodels.evaluation import EvalConfig, Evaluator
 from recmodels.losses import batch_loss
+from recmodels.parallel import SINGLE, Workers
 from recmodels.sasrec import SASRec, SASRecConfig, SASRecRecommender
 from recmodels.split import LeaveOneOutSplit
 
@@ -97,16 +99,34 @@ def default_evaluator(split: LeaveOneOutSplit) -> Evaluator:
     return Evaluator(split, EvalConfig(ks=(10,)))
 
 
+class _BatchLoss(nn.Module):
+    """The model with its loss as ``forward``, so DistributedDataParallel sees the step."""
+
+    def __init__(self, model: SASRec, config: SASRecConfig,
+                 negatives: torch.Generator) -> None:
+        super().__init__()
+        self.model, self.config, self.negatives = model, config, negatives
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return batch_loss(self.model, inputs, targets, self.config, self.negatives)
+
+
 class _EpochRunner:
-    """Optimizer, scaler and data of one training run; ``run()`` trains one epoch."""
+    """Optimizer, scaler and data of one training run; ``run()`` trains one epoch (this
+    rank's share of it when ``workers`` has other ranks)."""
 
     def __init__(self, model: SASRec, data: TrainingData, config: SASRecConfig,
-                 device: torch.device, progress: bool) -> None:
+                 device: torch.device, progress: bool, workers: Workers = SINGLE) -> None:
         if len(data.lengths) == 0:
             raise ValueError("train: no user has two training items to learn from")
         self.model, self.data, self.config, self.device = model, data, config, device
-        self.progress = progress
+        self.progress, self.workers = progress, workers
+        # the batch order: the same on every rank; the sampled negatives: a rank's own
+        # (one process draws both from one generator, as it always has)
         self.generator = torch.Generator().manual_seed(config.seed)
+        negatives = (torch.Generator().manual_seed(config.seed + 1 + workers.rank)
+                     if workers.distributed else self.generator)
+        self.step = workers.wrap(_BatchLoss(model, config, negatives), device)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda"
@@ -115,16 +135,18 @@ class _EpochRunner:
         self.mean_positions = float(data.lengths.sum()) / self.n_batches
 
     def run(self, epoch: int) -> float:
-        """One pass over the data; returns the mean batch loss."""
+        """One pass over the data; returns the mean batch loss (of every rank)."""
         self.model.train()
         total, count = 0.0, 0
-        bar = _progress(self.n_batches, f"epoch {epoch}", self.progress)
-        for rows in epoch_batches(self.data, self.config.batch_size, self.generator):
+        batches = self.workers.shard(list(epoch_batches(self.data, self.config.batch_size,
+                                                        self.generator)))
+        bar = _progress(len(batches), f"epoch {epoch}", self.progress and self.workers.main)
+        for rows in batches:
             width = int(self.data.lengths[rows].max())
             inputs = self.data.inputs[rows, -width:].to(self.device, non_blocking=True)
             targets = self.data.targets[rows, -width:].to(self.device, non_blocking=True)
             with _autocast(self.device):
-                loss = batch_loss(self.model, inputs, targets, self.config, self.generator)
+                loss = self.step(inputs, targets)
                 # batches hold users of similar length, so their position counts differ
                 # a lot: weigh each batch by its share of positions, so every position
                 # counts the same (a plain batch mean would drown long sequences)
@@ -140,9 +162,10 @@ class _EpochRunner:
                 bar.set_postfix(loss=f"{total / count:.4f}")  # type: ignore[attr-defined]
         if bar is not None:
             bar.close()  # type: ignore[attr-defined]
-        if not math.isfinite(total):
+        mean = self.workers.mean(total / max(count, 1))
+        if not math.isfinite(mean):
             raise FloatingPointError(f"train: epoch {epoch}: loss is not finite")
-        return total / max(count, 1)
+        return mean
 
 
 def _state(model: SASRec) -> dict[str, torch.Tensor]:
@@ -153,13 +176,15 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
           time_budget_s: float | None = None, device: str | torch.device | None = None,
           evaluator: Evaluator | None = None, init: SASRec | None = None,
           reserve_for_refit: bool = False, progress: bool = False,
-          clock: Clock = time.monotonic) -> Checkpoint:
+          clock: Clock = time.monotonic, workers: Workers = SINGLE) -> Checkpoint:
     """Train on the training parts of ``split``; return the checkpoint of the best
     validation evaluation (or the last epoch when nothing was evaluated).
 
     ``init`` warm-starts from an existing model (see :func:`checkpoint.warm_start`);
     ``reserve_for_refit`` stops early enough to leave time for :func:`refit` with the best
-    epoch count inside the same budget; ``clock`` is injected so budgets can be tested."""
+    epoch count inside the same budget; ``clock`` is injected so budgets can be tested.
+    Under ``torchrun`` (``workers`` from :func:`recmodels.parallel.join`) every rank calls
+    this; rank 0 validates and decides, and its checkpoint is the one to keep."""
     config = config or SASRecConfig()
     dev = pick_device(device)
     started = clock()
@@ -169,7 +194,7 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
         raise ValueError(f"train: model has {model.n_items} items, split {split.n_items}")
     evaluator = evaluator or default_evaluator(split)
     data = training_data(split.training_sequences("valid"), config.max_len)
-    runner = _EpochRunner(model, data, config, dev, progress)
+    runner = _EpochRunner(model, data, config, dev, progress, workers)
     refit_ratio = REFIT_DATA_RATIO if reserve_for_refit else 0.0
     history: list[dict[str, float]] = []
     best_score, best_epoch, stale = -math.inf, 0, 0
@@ -178,7 +203,8 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
     for epoch in range(1, config.max_epochs + 1):
         mean_epoch = train_seconds / max(epoch - 1, 1)
         needed = slowest_epoch + refit_ratio * mean_epoch * max(best_epoch, epoch)
-        if time_budget_s is not None and clock() - started + needed > time_budget_s:
+        over = time_budget_s is not None and clock() - started + needed > time_budget_s
+        if workers.decide(float(over)):
             log.info("train: stopping before epoch %d, time budget %.0fs", epoch,
                      time_budget_s)
             break
@@ -186,9 +212,12 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
         row: dict[str, float] = {"epoch": float(epoch), "loss": runner.run(epoch)}
         train_seconds += clock() - epoch_start
         if epoch % config.eval_every == 0 or epoch == config.max_epochs:
-            metrics = evaluator.evaluate(SASRecRecommender(model), "valid", "sampled")
-            row.update({f"valid_{k}": v for k, v in metrics.items() if "@10" in k})
-            score = metrics[config.select_metric]
+            score = math.nan
+            if workers.main:
+                metrics = evaluator.evaluate(SASRecRecommender(model), "valid", "sampled")
+                row.update({f"valid_{k}": v for k, v in metrics.items() if "@10" in k})
+                score = metrics[config.select_metric]
+            score = workers.decide(score)
             if score > best_score:
                 best_score, best_epoch, stale = score, epoch, 0
                 best_state = _state(model)
@@ -200,24 +229,27 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
         row["seconds"] = clock() - started
         history.append(row)
         slowest_epoch = max(slowest_epoch, clock() - epoch_start)
-        log.info("train epoch=%d loss=%.4f valid_hr@10=%.4f valid_ndcg@10=%.4f t=%.0fs",
-                 epoch, row["loss"], row.get("valid_hr@10", math.nan),
-                 row.get("valid_ndcg@10", math.nan), row["seconds"])
+        if workers.main:
+            log.info("train epoch=%d loss=%.4f valid_hr@10=%.4f valid_ndcg@10=%.4f t=%.0fs",
+                     epoch, row["loss"], row.get("valid_hr@10", math.nan),
+                     row.get("valid_ndcg@10", math.nan), row["seconds"])
         if stale >= config.patience:
             log.info("train: early stop at epoch %d (best %d)", epoch, best_epoch)
             break
+    workers.check_in_sync(model)
     if best_epoch == 0:  # never evaluated: keep the last weights
         best_state, best_epoch = _state(model), len(history)
     meta = {"best_epoch": best_epoch, "train_seconds": clock() - started,
             "epoch_seconds": train_seconds / max(len(history), 1),
             "device": dev.type, "select_metric": config.select_metric,
-            "best_valid": best_score if math.isfinite(best_score) else None}
+            "best_valid": best_score if math.isfinite(best_score) else None,
+            "processes": workers.world}
     return Checkpoint(config, split.vocab, best_state, history, meta)
 
 
 def refit(split: LeaveOneOutSplit, selected: Checkpoint, *, time_budget_s: float | None = None,
           device: str | torch.device | None = None, progress: bool = False,
-          clock: Clock = time.monotonic) -> Checkpoint:
+          clock: Clock = time.monotonic, workers: Workers = SINGLE) -> Checkpoint:
     """Retrain from scratch on training + validation items with the hyperparameters and the
     epoch count selected on validation (``selected.meta["best_epoch"]``), for the test
     stage. The test items are never used; the validation metrics of this model mean
@@ -228,12 +260,13 @@ def refit(split: LeaveOneOutSplit, selected: Checkpoint, *, time_budget_s: float
     torch.manual_seed(config.seed)
     model = SASRec(split.n_items, config).to(dev)
     data = training_data(split.training_sequences("test"), config.max_len)
-    runner = _EpochRunner(model, data, config, dev, progress)
+    runner = _EpochRunner(model, data, config, dev, progress, workers)
     epochs = int(selected.meta["best_epoch"])
     history: list[dict[str, float]] = []
     slowest_epoch = 0.0
     for epoch in range(1, epochs + 1):
-        if time_budget_s is not None and clock() - started + slowest_epoch > time_budget_s:
+        over = time_budget_s is not None and clock() - started + slowest_epoch > time_budget_s
+        if workers.decide(float(over)):
             log.warning("refit: stopping after %d of %d epochs, time budget %.0fs",
                         epoch - 1, epochs, time_budget_s)
             break
@@ -241,8 +274,10 @@ def refit(split: LeaveOneOutSplit, selected: Checkpoint, *, time_budget_s: float
         history.append({"epoch": float(epoch), "loss": runner.run(epoch),
                         "seconds": clock() - started})
         slowest_epoch = max(slowest_epoch, clock() - epoch_start)
-        log.info("refit epoch=%d/%d loss=%.4f t=%.0fs", epoch, epochs, history[-1]["loss"],
-                 history[-1]["seconds"])
+        if workers.main:
+            log.info("refit epoch=%d/%d loss=%.4f t=%.0fs", epoch, epochs,
+                     history[-1]["loss"], history[-1]["seconds"])
+    workers.check_in_sync(model)
     meta = {**selected.meta, "refit": True, "refit_epochs": len(history),
             "refit_seconds": clock() - started, "refit_history": history}
     return Checkpoint(config, split.vocab, _state(model), selected.history, meta)

@@ -122,9 +122,15 @@ def _trainer(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
-    from streamrec.app.train_cli import train_main  # noqa: PLC0415
+    from streamrec.app.train_cli import parse_overrides, train_main  # noqa: PLC0415
 
-    return train_main(args.data, args.format, args.time_budget, args.out)
+    try:
+        overrides = parse_overrides(args.set or [])
+    except ValueError as exc:
+        print(f"streamrec train: {exc}", file=sys.stderr)
+        return 2
+    return train_main(args.data, args.format, args.time_budget, args.out,
+                      overrides=overrides, progress=not args.no_progress)
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
@@ -211,6 +217,10 @@ def parser() -> argparse.ArgumentParser:
     train_p.add_argument("--format", choices=["seq", "ml100k"], required=True)
     train_p.add_argument("--time-budget", type=float, default=1080.0, help="seconds")
     train_p.add_argument("--out", required=True, help="checkpoint + metrics.json + PNG here")
+    train_p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                         help="a hyperparameter other than the default (SASRecConfig field, "
+                              "e.g. --set max_len=50 --set loss=sampled); repeatable")
+    train_p.add_argument("--no-progress", action="store_true", help="no progress bars")
     train_p.set_defaults(func=_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a model with the offline protocol")

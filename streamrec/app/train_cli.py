@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -21,6 +22,7 @@ from recmodels.checkpoint import Checkpoint, CheckpointError
 from recmodels.datasets import read_ml100k, read_sequences
 from recmodels.evaluation import EvalConfig, EvalProtocol, Evaluator, Metrics
 from recmodels.interface import Recommender
+from recmodels.parallel import join
 from recmodels.sasrec import SASRecConfig
 from recmodels.split import ItemVocab, LeaveOneOutSplit, Stage, leave_one_out
 from recmodels.training import pick_device, refit, train, write_report
@@ -33,6 +35,27 @@ MODELS = ("popularity", "markov", "sasrec")
 STAGES: tuple[Stage, ...] = ("valid", "test")
 PROTOCOLS: tuple[EvalProtocol, ...] = ("sampled", "full")
 Results = dict[str, dict[str, Metrics]]
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["max_len=50", "loss=sampled"]`` -> ``{"max_len": 50, "loss": "sampled"}``: each
+    value read as JSON (numbers, booleans) or else kept as text; names checked against
+    :class:`SASRecConfig`'s fields."""
+    known = set(SASRecConfig().to_dict())
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"--set {pair!r}: expected NAME=VALUE")
+        if name not in known:
+            raise ValueError(f"--set {name}: not a hyperparameter (one of: "
+                             f"{', '.join(sorted(known))})")
+        try:
+            out[name] = json.loads(text)
+        except json.JSONDecodeError:
+            out[name] = text
+    return out
 
 
 def load_sequences(data: str | Path, fmt: str) -> dict[str, list[str]]:
@@ -93,7 +116,9 @@ def train_main(data: str, fmt: str, time_budget: float, out: str, *, seed: int =
     then evaluate valid and test (sampled and full) and write ``OUT/checkpoint/``,
     ``OUT/metrics.json`` and ``OUT/learning_curves.png``. ``time_budget`` (seconds) covers
     the whole run; ``eval_reserve`` of it (default min(120, 10%)) is kept for the final
-    evaluation; ``threads`` sets torch's CPU threads. Returns a process exit code."""
+    evaluation; ``threads`` sets torch's CPU threads. Under ``torchrun`` every process
+    trains its share of each epoch (data-parallel) and rank 0 alone evaluates and writes.
+    Returns a process exit code."""
     started = time.monotonic()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -106,18 +131,26 @@ def train_main(data: str, fmt: str, time_budget: float, out: str, *, seed: int =
         return 2
     reserve = eval_reserve if eval_reserve is not None else min(120.0, 0.1 * time_budget)
     evaluator = Evaluator(split, EvalConfig(ks=(5, 10, 20)))
-    dev = pick_device(device)
+    workers, dev = join(pick_device(device))
     budget = time_budget - reserve - (time.monotonic() - started)
-    print(f"training SASRec on {len(split.eval_users)} users, {split.n_items} items, "
-          f"device={dev.type}, budget={budget:.0f}s, refit={config.refit}")
+    if workers.main:
+        print(f"training SASRec on {len(split.eval_users)} users, {split.n_items} items, "
+              f"device={dev.type}, processes={workers.world}, budget={budget:.0f}s, "
+              f"refit={config.refit}")
     selected = train(split, config, time_budget_s=budget, device=dev,
                      evaluator=Evaluator(split, EvalConfig(ks=(10,))),
-                     reserve_for_refit=config.refit, progress=progress)
+                     reserve_for_refit=config.refit, progress=progress, workers=workers)
     final = selected
     if config.refit:
         remaining = time_budget - reserve - (time.monotonic() - started)
-        final = refit(split, selected, time_budget_s=remaining, device=dev, progress=progress)
+        final = refit(split, selected, time_budget_s=remaining, device=dev, progress=progress,
+                      workers=workers)
     train_seconds = time.monotonic() - started
+    workers.close()
+    if not workers.main:
+        return 0
+    if workers.distributed and dev.type == "cpu" and threads is None:
+        torch.set_num_threads(os.cpu_count() or 1)  # torchrun gave each rank one thread
     results: Results = {}
     # validation: the selected model (it never saw a validation item); test: the final one
     stages: tuple[tuple[Stage, Checkpoint], ...] = (("valid", selected), ("test", final))
@@ -132,7 +165,7 @@ def train_main(data: str, fmt: str, time_budget: float, out: str, *, seed: int =
     write_report(out_dir, final, dict(results),
                  {"train_seconds": train_seconds, "total_seconds": total, "data": str(data),
                   "format": fmt, "users": len(split.users), "items": split.n_items,
-                  "torch_threads": torch.get_num_threads()})
+                  "torch_threads": torch.get_num_threads(), "processes": workers.world})
     print(format_table({"sasrec": results}))
     print(f"selected epoch {selected.meta['best_epoch']}, train {train_seconds:.0f}s "
           f"(refit {final.meta.get('refit_seconds', 0.0):.0f}s), total {total:.0f}s -> "
