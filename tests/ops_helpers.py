@@ -49,17 +49,14 @@ class OpsToolError(RuntimeError):
 # ---------------------------------------------------------------- tools
 
 
-def ensure_prometheus_binaries() -> tuple[str, str]:
-    """Paths of (promtool, prometheus); installs Debian's ``prometheus`` package if missing."""
-    promtool, prometheus = shutil.which("promtool"), shutil.which("prometheus")
-    if promtool and prometheus:
-        return promtool, prometheus
+def _apt_install(package: str) -> None:
+    """Install one of Debian's packages (as root), without starting its service."""
     if not shutil.which("apt-get"):
-        raise OpsToolError("promtool/prometheus missing and no apt-get here: install "
-                           "Prometheus' binaries (Debian package 'prometheus') on PATH")
+        raise OpsToolError(f"{package} is missing and there is no apt-get here: install "
+                           f"Debian's {package!r} package (or its binaries on PATH)")
     if os.geteuid() != 0:
-        raise OpsToolError("promtool/prometheus missing: run `sudo apt-get install -y "
-                           "prometheus` (Debian) once, then rerun the tests")
+        raise OpsToolError(f"{package} is missing: run `sudo apt-get install -y {package}` "
+                           "(Debian) once, then rerun the tests")
     # policy-rc.d exit 101 = "do not start services": the package's daemon must not start.
     policy = Path("/usr/sbin/policy-rc.d")
     added_policy = not policy.exists()
@@ -69,22 +66,79 @@ def ensure_prometheus_binaries() -> tuple[str, str]:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
         for argv in (["apt-get", "update", "-q"],
-                     ["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                      "prometheus"]):
+                     ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]):
             done = subprocess.run(argv, env=env, capture_output=True, text=True,
                                   timeout=900, check=False)
             if done.returncode != 0:
                 raise OpsToolError(f"`{' '.join(argv)}` failed (exit {done.returncode}); "
-                                   f"install Debian's 'prometheus' package by hand:\n"
+                                   f"install Debian's {package!r} package by hand:\n"
                                    f"{(done.stdout + done.stderr)[-2000:]}")
     finally:
         if added_policy:
             policy.unlink(missing_ok=True)
+
+
+def ensure_prometheus_binaries() -> tuple[str, str]:
+    """Paths of (promtool, prometheus); installs Debian's ``prometheus`` package if missing."""
+    promtool, prometheus = shutil.which("promtool"), shutil.which("prometheus")
+    if promtool and prometheus:
+        return promtool, prometheus
+    _apt_install("prometheus")
     promtool, prometheus = shutil.which("promtool"), shutil.which("prometheus")
     if not (promtool and prometheus):
         raise OpsToolError("Debian's 'prometheus' package installed but promtool/prometheus "
                            "are not on PATH")
     return promtool, prometheus
+
+
+def ensure_redis_exporter() -> str:
+    """Path of redis_exporter; installs Debian's ``prometheus-redis-exporter`` if missing."""
+    for name in ("prometheus-redis-exporter", "redis_exporter"):
+        if found := shutil.which(name):
+            return found
+    _apt_install("prometheus-redis-exporter")
+    found = shutil.which("prometheus-redis-exporter")
+    if not found:
+        raise OpsToolError("Debian's 'prometheus-redis-exporter' installed but its binary is "
+                           "not on PATH")
+    return found
+
+
+class RedisExporter:
+    """redis_exporter on 127.0.0.1:port, reading the Redis at ``redis_url``."""
+
+    def __init__(self, binary: str, redis_url: str, port: int, log_path: Path) -> None:
+        self.argv = [binary, f"-redis.addr={redis_url}",
+                     f"-web.listen-address=127.0.0.1:{port}", "-include-system-metrics"]
+        self.port, self.log_path = port, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30.0) -> RedisExporter:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
+                                            timeout=2) as resp:
+                    if b"redis_up 1" in resp.read():
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise OpsToolError(f"redis_exporter did not report redis_up 1:\n{tail}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def check_jsonschema_argv() -> list[str]:

@@ -36,11 +36,13 @@ from tests.ops_helpers import (
     OpsToolError,
     PanelQuery,
     PrometheusServer,
+    RedisExporter,
     alert_rules,
     all_rules,
     check_jsonschema_argv,
     dashboard_queries,
     ensure_prometheus_binaries,
+    ensure_redis_exporter,
     finite_series,
     iter_panels,
     load_yaml,
@@ -130,7 +132,35 @@ def _histogram(name: str, counts: dict[str, str], **labels: str) -> list[dict[st
     return [_series(f"{name}_bucket", values, le=le, **labels) for le, values in counts.items()]
 
 
+R1 = {"job": "redis", "instance": "redis-a:9121"}
+R2 = {"job": "redis", "instance": "redis-b:9121"}
+GIB = 1024 ** 3
+
 ALERT_SCENARIOS: dict[str, list[dict[str, Any]]] = {
+    "StreamrecRedisMemoryNearLimit": [{
+        # shard a: maxmemory 2 GiB, filling up to 1.9 GiB; shard b: no maxmemory, 8 GiB of
+        # host memory, using 3 GiB. Only a fires, and only after 5 minutes above 85 %.
+        "interval": "1m",
+        "input_series": [
+            _series("redis_memory_used_bytes", f"{GIB} {1.5 * GIB} {1.9 * GIB}x10", **R1),
+            _series("redis_memory_max_bytes", f"{2 * GIB}x12", **R1),
+            _series("redis_total_system_memory_bytes", f"{8 * GIB}x12", **R1),
+            _series("redis_memory_used_bytes", f"{3 * GIB}x12", **R2),
+            _series("redis_memory_max_bytes", "0x12", **R2),
+            _series("redis_total_system_memory_bytes", f"{8 * GIB}x12", **R2)],
+        "alert_rule_test": [
+            _quiet("StreamrecRedisMemoryNearLimit", "4m"),
+            _fires("StreamrecRedisMemoryNearLimit", "8m", {"severity": "warning", **R1})],
+    }, {
+        # no maxmemory: the host's memory is the limit (7.5 of 8 GiB fires)
+        "interval": "1m",
+        "input_series": [
+            _series("redis_memory_used_bytes", f"{7.5 * GIB}x10", **R2),
+            _series("redis_memory_max_bytes", "0x10", **R2),
+            _series("redis_total_system_memory_bytes", f"{8 * GIB}x10", **R2)],
+        "alert_rule_test": [
+            _fires("StreamrecRedisMemoryNearLimit", "7m", {"severity": "warning", **R2})],
+    }],
     "StreamrecRedisDown": [{
         "interval": "1m",
         "input_series": [_series("streamrec_redis_up", "1 1 0 0 0 0 0 0", **W1),
@@ -356,6 +386,12 @@ def test_every_compose_service_is_healthchecked_pinned_and_wired() -> None:
     kafka = services["kafka"]["environment"]
     assert "controller" in kafka["KAFKA_PROCESS_ROLES"], "Kafka must run in KRaft mode"
     assert "--appendonly" in services["redis"]["command"]
+    # a memory limit that fails writes rather than evicting state, watched by the exporter
+    redis_command = services["redis"]["command"]
+    assert redis_command[redis_command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert services["redis-exporter"]["environment"]["REDIS_ADDR"] == "redis://redis:6379"
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_YML)["scrape_configs"]}
+    assert jobs["redis"]["dns_sd_configs"][0]["names"] == ["redis-exporter"]
     assert "./infra/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
 
 
@@ -434,20 +470,28 @@ def live_prometheus(make_pipeline: Callable[..., Pipeline], prom_bins: tuple[str
     pipeline = make_pipeline(worker={"lag_interval_s": 1.0})
     stream = pipeline.start_worker(role="stream")
     serving = pipeline.start_worker(role="serving")
-    ports = {"stream-worker": [int(stream.env["STREAMREC_METRICS__PORT"])],
-             "serving-worker": [int(serving.env["STREAMREC_METRICS__PORT"])]}
     tmp = tmp_path_factory.mktemp("prometheus")
+    try:
+        exporter = RedisExporter(ensure_redis_exporter(), pipeline.settings.redis.url,
+                                 free_port(), tmp / "redis_exporter.log")
+    except OpsToolError as exc:
+        pytest.fail(str(exc))
+    ports = {"stream-worker": [int(stream.env["STREAMREC_METRICS__PORT"])],
+             "serving-worker": [int(serving.env["STREAMREC_METRICS__PORT"])],
+             "redis-exporter": [exporter.port]}
     port = free_port()
     config = write_yaml(tmp / "prometheus.json", _scrape_config(port, ports))
     server = PrometheusServer(prometheus, config, port, tmp / "data")
     traffic = Traffic(pipeline, rate=200)
     traffic.start()
     try:
+        exporter.start()
         server.start()
         yield server, pipeline, traffic
     finally:
         traffic.stop()
         server.stop()
+        exporter.stop()
         pipeline.stop()
 
 
