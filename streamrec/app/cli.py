@@ -10,7 +10,10 @@ from typing import Any
 
 from streamrec.kernel import logs
 from streamrec.kernel.errors import StreamrecError
+from streamrec.kernel.reachability import require
 from streamrec.kernel.settings import Settings, get_settings
+
+CONNECT_TIMEOUT_S = 120.0
 
 
 def _stack(args: argparse.Namespace, settings: Settings) -> int:
@@ -37,6 +40,7 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.app.worker import run_worker  # noqa: PLC0415
 
+    require(settings, ("kafka", "redis"), args.connect_timeout)
     run_worker(settings, role=args.role,
                ready_file=Path(args.ready_file) if args.ready_file else None)
     return 0
@@ -45,6 +49,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _state(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.state.dump import dump_state  # noqa: PLC0415
 
+    require(settings, ("redis",))
     text = asyncio.run(dump_state(settings))
     if args.out:
         Path(args.out).write_bytes(text)
@@ -56,6 +61,7 @@ def _state(args: argparse.Namespace, settings: Settings) -> int:
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.app.replay import produce_file  # noqa: PLC0415
 
+    require(settings, ("kafka",))
     count = asyncio.run(produce_file(settings, args.file, args.format, limit=args.limit,
                                      rate=args.rate, progress=not args.quiet))
     print(f"published {count} events")
@@ -65,6 +71,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.app.tail import tail  # noqa: PLC0415
 
+    require(settings, ("kafka",), args.connect_timeout)
     topic = args.topic or settings.topics.recommendations
     asyncio.run(tail(settings, topic, titles=args.titles, limit=args.limit,
                      from_beginning=args.from_beginning, idle_exit_s=args.idle_exit))
@@ -98,6 +105,7 @@ def _items(args: argparse.Namespace, settings: Settings) -> int:
     if args.action in ("block", "unblock") and not args.ids:
         print(f"streamrec items {args.action}: give at least one item id", file=sys.stderr)
         return 2
+    require(settings, ("redis",))
     blocked = asyncio.run(run())
     print(f"blocked items ({len(blocked)}): " + (", ".join(blocked) if blocked else "none"))
     return 0
@@ -109,6 +117,7 @@ def _trainer(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.time_budget:
         settings.trainer.time_budget_s = args.time_budget
+    require(settings, ("redis", "kafka"), 0.0 if args.once else args.connect_timeout)
     trainer = Trainer(settings)
     if args.once:
         result = asyncio.run(trainer.run_once())
@@ -178,6 +187,8 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--role", choices=["all", "stream", "serving"], default="all",
                         help="stream: ingest + state; serving: recommendations (own group); "
                              "all: both in one process (default)")
+    worker.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT_S,
+                        help="seconds to wait for Kafka/Redis at start (default 120)")
     worker.set_defaults(func=_worker)
 
     state = sub.add_parser("state", help="inspect the online state")
@@ -199,6 +210,8 @@ def parser() -> argparse.ArgumentParser:
     tail_p.add_argument("--limit", type=int, help="stop after N messages")
     tail_p.add_argument("--from-beginning", action="store_true")
     tail_p.add_argument("--idle-exit", type=float, help="stop after this many idle seconds")
+    tail_p.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT_S,
+                        help="seconds to wait for Kafka/Redis at start (default 120)")
     tail_p.set_defaults(func=_tail)
 
     items = sub.add_parser("items", help="operator's blocked-items list")
@@ -210,6 +223,8 @@ def parser() -> argparse.ArgumentParser:
     trainer.add_argument("--once", action="store_true", help="one round, then exit")
     trainer.add_argument("--interval", type=float, help="seconds between rounds")
     trainer.add_argument("--time-budget", type=float, help="training seconds per round")
+    trainer.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT_S,
+                        help="seconds to wait for Kafka/Redis at start (default 120)")
     trainer.set_defaults(func=_trainer)
 
     train_p = sub.add_parser("train", help="train SASRec offline on a data set")
