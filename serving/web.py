@@ -1,5 +1,6 @@
-"""HTTP on every worker (Faust's web server): /metrics, /healthz, and on serving workers
-GET /recommendations/{user_id}?n=10, the v1 message computed on demand."""
+"""HTTP on every worker (Faust's web server): /metrics, /healthz, /schemas/{name} (the
+published contracts), and on serving workers GET /recommendations/{user_id}?n=10, the v1
+message computed on demand."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from serving.recommender import Recommender
+from streamrec.contracts.json_schemas import DOCUMENTS, document_text
 from streamrec.contracts.user_update import UserUpdate
 from streamrec.kernel import metrics
 from streamrec.kernel.retry import TRANSIENT
@@ -32,6 +34,16 @@ def install_views(app: faust.App, role: str, recommender: Recommender | None,
         body = {"status": "ok" if ready else "starting", "role": role,
                 "model_version": model_version()}
         return self.json(body, status=200 if ready else 503)
+
+    @app.page("/schemas/{name}")
+    async def schemas(self: View, request: Request, name: str) -> Response:
+        try:
+            text = document_text(name)
+        except KeyError:
+            return self.json({"error": f"no schema {name!r}; one of: {', '.join(DOCUMENTS)}"},
+                             status=404)
+        kind = "application/yaml" if name.endswith(".yaml") else "application/schema+json"
+        return self.bytes(text.encode(), content_type=kind)
 
     if recommender is None:
         return

@@ -101,7 +101,7 @@ def parse_ts(value: Any) -> int:
         ts = int(value)
     elif isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # not '²': a digit to str, not to int
             ts = int(text)
         else:
             try:

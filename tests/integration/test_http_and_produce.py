@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
+from streamrec.contracts.json_schemas import schema
 from streamrec.contracts.recommendation import validate
 from streamrec.kernel.settings import Settings
 from tests.conftest import (
@@ -98,6 +100,24 @@ def test_pull_returns_a_v1_message_of_at_most_n_items(served: tuple[Pipeline, St
     assert validate(body) == []
     assert body["user_id"] == user
     assert 1 <= len(body["items"]) <= 3
+
+
+def test_the_contracts_are_served_and_a_pulled_list_validates_against_its_schema(
+        served: tuple[Pipeline, Stack]) -> None:
+    pipeline, _ = served
+    worker = pipeline.workers[0]
+    status, event_schema = _get(worker, "/schemas/event.v1.json")
+    assert status == 200 and event_schema == schema("event.v1.json")
+    status, recommendation_schema = _get(worker, "/schemas/recommendation.v1.json")
+    assert status == 200
+    user = next(iter(state_of(pipeline.settings)["users"]))
+    _, message = _get(worker, f"/recommendations/{user}?n=5")
+    Draft202012Validator(recommendation_schema).validate(message)
+    port = worker.env["STREAMREC_METRICS__PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/schemas/asyncapi.yaml") as reply:
+        assert reply.read().startswith(b"# The topics of streamrec")
+    status, body = _get(worker, "/schemas/secrets.json")
+    assert status == 404 and "event.v1.json" in body["error"]
 
 
 @pytest.mark.parametrize("n", ["0", "101", "ten", "-1"])

@@ -43,7 +43,7 @@ def test_timestamps_at_the_edges_of_the_range_are_accepted(ts: object, expected:
     assert decode_event(_raw(user_id="u", item_id="i", type="view", ts=ts)).ts == expected
 
 
-@pytest.mark.parametrize("ts", [-1, MAX_TS_MS + 1, [1], {"t": 1}])
+@pytest.mark.parametrize("ts", [-1, MAX_TS_MS + 1, [1], {"t": 1}, "²", "١٢٣"])
 def test_timestamps_out_of_range_or_of_another_kind_are_rejected(ts: object) -> None:
     with pytest.raises(InvalidEvent) as err:
         decode_event(_raw(user_id="u", item_id="i", type="view", ts=ts))
