@@ -150,13 +150,21 @@ class Evaluator:
     def evaluate(self, model: Recommender, stage: Stage = "test",
                  protocol: EvalProtocol = "sampled",
                  item_embeddings: torch.Tensor | None = None,
-                 progress: Callable[[int], None] | None = None) -> Metrics:
-        """Mean metrics over the evaluated users for one stage and protocol."""
+                 progress: Callable[[int], None] | None = None,
+                 shard: tuple[int, int] = (0, 1)) -> Metrics:
+        """Mean metrics over the evaluated users for one stage and protocol. ``shard``
+        ``(i, n)``: only every n-th user from the i-th (data-parallel evaluation: the
+        shards' means weighted by their ``users`` give the whole's)."""
         if model.n_items != self.split.n_items:
             raise ValueError(f"evaluate: model scores {model.n_items} items, "
                              f"split has {self.split.n_items}")
         cases = self.cases(stage)
         negatives = self.negatives(stage) if protocol == "sampled" else None
+        part, parts = shard
+        if parts > 1:
+            cases = _Cases(cases.users[part::parts], cases.histories[part::parts],
+                           cases.targets[part::parts])
+            negatives = None if negatives is None else negatives[part::parts]
         max_k = max(self.config.ks)
         ranks: list[np.ndarray] = []
         recommended = torch.zeros(self.split.n_items + 1, dtype=torch.bool)

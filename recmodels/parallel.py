@@ -5,12 +5,14 @@
 (gloo on the CPU, NCCL on GPUs); without them, or with ``WORLD_SIZE=1``, it returns the
 single process and nothing distributed is touched. Every rank walks the same seeded batch
 order and takes every N-th batch; PyTorch's DistributedDataParallel averages the gradients,
-so one step of N processes is one step over N batches. Decisions that must agree (the time
-budget, validation and early stopping) are taken by rank 0 and broadcast.
+so one step of N processes is one step over N batches, and the learning rate is scaled by
+sqrt(N). Validation is split over the ranks by user and the shards' means are combined;
+decisions that must agree (the time budget, early stopping) are rank 0's, broadcast.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,6 +68,24 @@ class Workers:
         box = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(box)
         return float(box.item()) / self.world
+
+    def mean_of_shards(self, metrics: dict[str, float], names: Sequence[str]) -> dict[str, float]:
+        """Metrics ``names`` over every rank's shard of users: the shards' means weighted by
+        their ``users`` (what one evaluation of all users gives)."""
+        if not self.distributed:
+            return {name: metrics[name] for name in names}
+        users = metrics.get("users", 0.0)
+        box = torch.tensor([users, *(users * metrics.get(n, 0.0) for n in names)],
+                           dtype=torch.float64, device=self.device)
+        dist.all_reduce(box)
+        total = float(box[0])
+        return {n: float(box[i + 1]) / total if total else 0.0 for i, n in enumerate(names)}
+
+    @property
+    def lr_factor(self) -> float:
+        """The learning rate's factor for ``world`` times the batch: sqrt(world) (AdamW;
+        chosen on validation, docs/scaling.md)."""
+        return math.sqrt(self.world)
 
     def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
         """``module`` under DistributedDataParallel when there are other ranks."""

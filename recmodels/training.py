@@ -127,7 +127,7 @@ class _EpochRunner:
         negatives = (torch.Generator().manual_seed(config.seed + 1 + workers.rank)
                      if workers.distributed else self.generator)
         self.step = workers.wrap(_BatchLoss(model, config, negatives), device)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr * workers.lr_factor,
                                            weight_decay=config.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda"
                                            and not torch.cuda.is_bf16_supported())
@@ -184,7 +184,8 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
     ``reserve_for_refit`` stops early enough to leave time for :func:`refit` with the best
     epoch count inside the same budget; ``clock`` is injected so budgets can be tested.
     Under ``torchrun`` (``workers`` from :func:`recmodels.parallel.join`) every rank calls
-    this; rank 0 validates and decides, and its checkpoint is the one to keep."""
+    this; each validates its share of the users, rank 0 decides, and its checkpoint is the
+    one to keep."""
     config = config or SASRecConfig()
     dev = pick_device(device)
     started = clock()
@@ -212,12 +213,12 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
         row: dict[str, float] = {"epoch": float(epoch), "loss": runner.run(epoch)}
         train_seconds += clock() - epoch_start
         if epoch % config.eval_every == 0 or epoch == config.max_epochs:
-            score = math.nan
-            if workers.main:
-                metrics = evaluator.evaluate(SASRecRecommender(model), "valid", "sampled")
-                row.update({f"valid_{k}": v for k, v in metrics.items() if "@10" in k})
-                score = metrics[config.select_metric]
-            score = workers.decide(score)
+            shard = evaluator.evaluate(SASRecRecommender(model), "valid", "sampled",
+                                       shard=(workers.rank, workers.world))
+            names = sorted({*(k for k in shard if "@10" in k), config.select_metric})
+            metrics = workers.mean_of_shards(shard, names)
+            row.update({f"valid_{k}": v for k, v in metrics.items() if "@10" in k})
+            score = workers.decide(metrics[config.select_metric])
             if score > best_score:
                 best_score, best_epoch, stale = score, epoch, 0
                 best_state = _state(model)
@@ -243,7 +244,7 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
             "epoch_seconds": train_seconds / max(len(history), 1),
             "device": dev.type, "select_metric": config.select_metric,
             "best_valid": best_score if math.isfinite(best_score) else None,
-            "processes": workers.world}
+            "processes": workers.world, "lr_factor": workers.lr_factor}
     return Checkpoint(config, split.vocab, best_state, history, meta)
 
 

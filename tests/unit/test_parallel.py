@@ -34,3 +34,20 @@ def test_overrides_read_numbers_and_text_and_name_bad_ones() -> None:
         parse_overrides(["max_lenn=50"])
     with pytest.raises(ValueError, match="expected NAME=VALUE"):
         parse_overrides(["max_len"])
+
+
+def test_shards_of_an_evaluation_combine_into_the_whole() -> None:
+    from recmodels.baselines import fit_baseline
+    from recmodels.evaluation import EvalConfig, Evaluator
+    from tests.unit.test_sasrec import structured_split
+
+    split = structured_split()
+    evaluator = Evaluator(split, EvalConfig(ks=(10,)))
+    model = fit_baseline("markov", split, "valid")
+    whole = evaluator.evaluate(model, "valid", "sampled")
+    parts = [evaluator.evaluate(model, "valid", "sampled", shard=(i, 3)) for i in range(3)]
+    assert sum(p["users"] for p in parts) == whole["users"]
+    for name in ("hr@10", "ndcg@10", "mrr"):
+        combined = sum(p["users"] * p[name] for p in parts) / whole["users"]
+        assert combined == pytest.approx(whole[name], rel=1e-12)
+    assert parts[0]["ndcg@10"] != parts[1]["ndcg@10"]  # the shards differ: not a copy
