@@ -1,8 +1,10 @@
-"""``streamrec tail``: print recommendations (or any topic) as they arrive, readable."""
+"""``streamrec tail``: print recommendations (read through :mod:`streamrec.client`) or any
+other topic as they arrive, readable."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from recmodels.datasets import read_titles
+from streamrec.client import AsyncRecommendationReader
 from streamrec.kernel.clients import aiokafka_options
 from streamrec.kernel.settings import Settings
 
@@ -52,6 +55,8 @@ async def tail(settings: Settings, topic: str, titles: str | None = None,
                limit: int | None = None, from_beginning: bool = False,
                idle_exit_s: float | None = None) -> int:
     names = read_titles(Path(titles)) if titles else {}
+    if topic == settings.topics.recommendations:
+        return await _tail_lists(settings, names, limit, from_beginning, idle_exit_s)
     consumer = AIOKafkaConsumer(topic, **aiokafka_options(settings.kafka), group_id=None,
                                 auto_offset_reset="earliest" if from_beginning else "latest",
                                 fetch_max_wait_ms=100)
@@ -75,4 +80,30 @@ async def tail(settings: Settings, topic: str, titles: str | None = None,
         pass
     finally:
         await consumer.stop()
+    return seen
+
+
+async def _tail_lists(settings: Settings, names: dict[str, str], limit: int | None,
+                      from_beginning: bool, idle_exit_s: float | None) -> int:
+    """The recommendations topic through the client: typed lists; messages that are not
+    v1 lists are skipped and counted."""
+    seen = 0
+    last = time.monotonic()
+    async with AsyncRecommendationReader(kafka=settings.kafka,
+                                         topic=settings.topics.recommendations,
+                                         from_beginning=from_beginning) as reader:
+        with contextlib.suppress(asyncio.CancelledError):
+            while limit is None or seen < limit:
+                found = await reader.next(0.2)
+                if found is None:
+                    if idle_exit_s is not None and time.monotonic() - last > idle_exit_s:
+                        break
+                    continue
+                last = time.monotonic()
+                sys.stdout.write(format_recommendation(found.to_dict(), names) + "\n")
+                sys.stdout.flush()
+                seen += 1
+        if reader.skipped:
+            print(f"skipped {reader.skipped} message(s) that are not v1 recommendations",
+                  file=sys.stderr)
     return seen

@@ -9,6 +9,8 @@ import contextlib
 import io
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -110,6 +112,18 @@ def test_async_client_sends_and_reads_a_typed_list(
             assert "sku-8" not in {item.item_id for item in found.items}  # just seen
 
     asyncio.run(run())
+
+
+def test_tail_prints_lists_read_through_the_client(
+        stack_and_worker: tuple[Stack, StackInfo]) -> None:
+    _, info = stack_and_worker
+    env = dict(os.environ, PYTHONPATH=str(ROOT), STREAMREC_KAFKA__BOOTSTRAP=info.bootstrap)
+    done = subprocess.run([sys.executable, "-m", "streamrec.app.cli", "tail",
+                           "--from-beginning", "--limit", "3", "--idle-exit", "10"],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    heads = [line for line in done.stdout.splitlines() if line.startswith("user ")]
+    assert len(heads) == 3 and all("model=" in h and "items=" in h for h in heads)
 
 
 def test_undelivered_events_are_reported_by_flush(
