@@ -146,7 +146,7 @@ class _EpochRunner:
             inputs = self.data.inputs[rows, -width:].to(self.device, non_blocking=True)
             targets = self.data.targets[rows, -width:].to(self.device, non_blocking=True)
             with _autocast(self.device):
-                loss = self.step(inputs, targets)
+                loss: torch.Tensor = self.step(inputs, targets)
                 # batches hold users of similar length, so their position counts differ
                 # a lot: weigh each batch by its share of positions, so every position
                 # counts the same (a plain batch mean would drown long sequences)

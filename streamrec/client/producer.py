@@ -109,15 +109,7 @@ class EventProducer:
 
     def __init__(self, bootstrap: str = "127.0.0.1:9092", **options: Any) -> None:
         self._loop = LoopThread("streamrec-producer")
-
-        async def make() -> AsyncEventProducer:  # the Kafka client lives on the loop
-            return await AsyncEventProducer(bootstrap, **options).start()
-
-        try:
-            self._async = self._loop.run(make())
-        except BaseException:
-            self._loop.close()
-            raise
+        self._async = self._loop.first(lambda: AsyncEventProducer(bootstrap, **options).start())
 
     def __enter__(self) -> EventProducer:
         return self
@@ -132,7 +124,4 @@ class EventProducer:
         return self._loop.run(self._async.flush())
 
     def close(self) -> None:
-        try:
-            self._loop.run(self._async.close())
-        finally:
-            self._loop.close()
+        self._loop.last(self._async.close())

@@ -109,15 +109,8 @@ class RecommendationReader:
 
     def __init__(self, bootstrap: str = "127.0.0.1:9092", **options: Any) -> None:
         self._loop = LoopThread("streamrec-reader")
-
-        async def make() -> AsyncRecommendationReader:
-            return await AsyncRecommendationReader(bootstrap, **options).start()
-
-        try:
-            self._async = self._loop.run(make())
-        except BaseException:
-            self._loop.close()
-            raise
+        self._async = self._loop.first(
+            lambda: AsyncRecommendationReader(bootstrap, **options).start())
 
     def __enter__(self) -> RecommendationReader:
         return self
@@ -138,7 +131,4 @@ class RecommendationReader:
                                                    timeout_s=timeout_s))
 
     def close(self) -> None:
-        try:
-            self._loop.run(self._async.close())
-        finally:
-            self._loop.close()
+        self._loop.last(self._async.close())

@@ -337,8 +337,10 @@ class ScriptedEvaluator:
         self.values = iter(values)
         self.snapshots: list[dict[str, torch.Tensor]] = []
 
-    def evaluate(self, model: SASRecRecommender, stage: str, protocol: str) -> dict[str, float]:
+    def evaluate(self, model: SASRecRecommender, stage: str, protocol: str,
+                 shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
         assert (stage, protocol) == ("valid", "sampled")  # never the test split
+        assert shard == (0, 1)  # one process: all the users
         self.snapshots.append({k: v.clone() for k, v in model.model.state_dict().items()})
         value = next(self.values)
         return {"hr@10": value, "ndcg@10": value}
