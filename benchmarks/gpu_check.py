@@ -5,7 +5,7 @@ ranking, validation-selected), and load the GPU-trained model the way a CPU work
 the GPU. Without a GPU it runs the CPU half and says so.
 
     python benchmarks/gpu_check.py --budget 300 --out out/gpu_check
-    python benchmarks/gpu_check.py --data generated --budget 5   # a tiny stand-in (tests)
+    python benchmarks/gpu_check.py --data generated --tiny --max-epochs 8 --budget 120  # tests
 
 ``--data`` defaults to ``../shared/data/games/Video.txt`` when it is there (Amazon Video
 Games as preprocessed for the SASRec paper), else a generated stand-in.
@@ -96,10 +96,14 @@ def main() -> int:
                    help="a `user item` file (seq format) or 'generated'")
     p.add_argument("--budget", type=float, default=300.0, help="training seconds per device")
     p.add_argument("--tiny", action="store_true", help="a small model (tests)")
+    p.add_argument("--max-epochs", type=int, help="at most this many epochs per device")
     p.add_argument("--out", default="out/gpu_check")
     args = p.parse_args()
     split = generated_split() if args.data == "generated" else load_split(args.data, "seq")
-    config = SASRecConfig.from_dict({**SASRecConfig().to_dict(), **(TINY if args.tiny else {})})
+    overrides: dict[str, Any] = {**(TINY if args.tiny else {})}
+    if args.max_epochs:
+        overrides["max_epochs"] = args.max_epochs
+    config = SASRecConfig.from_dict({**SASRecConfig().to_dict(), **overrides})
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -95,7 +95,8 @@ def test_ranks_whose_weights_differ_are_stopped() -> None:
 
 def test_gpu_check_trains_reports_and_a_cpu_worker_loads_the_model(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"),
-                           "--data", "generated", "--tiny", "--budget", "6",
+                           "--data", "generated", "--tiny", "--max-epochs", "8",
+                           "--budget", "120",  # epochs, not seconds, decide: load-proof
                            "--out", str(tmp_path)], capture_output=True, text=True,
                           timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
