@@ -33,6 +33,15 @@ def event(user_id: str, item_id: str, type: str, *, ts: int | None = None,
     """(type, message value) of one event v1, checked by the ingest path's own rules:
     :class:`InvalidEvent` names the field at fault. ``ts`` defaults to now (epoch ms),
     ``event_id`` to a fresh UUID (two identical clicks in one millisecond stay two)."""
+    _, raw = _message(user_id, item_id, type, ts=ts, event_id=event_id,
+                      session_id=session_id, props=props)
+    return type, raw
+
+
+def _message(user_id: str, item_id: str, type: str, *, ts: int | None = None,
+             event_id: str | None = None, session_id: str | None = None,
+             props: dict[str, Any] | None = None) -> tuple[str, bytes]:
+    """(event_id, message value), validated."""
     if type not in EVENT_TYPES:
         raise InvalidEvent("unknown_type", "type",
                            f"expected one of view, click, purchase, got {type!r}")
@@ -45,8 +54,8 @@ def event(user_id: str, item_id: str, type: str, *, ts: int | None = None,
     if props is not None:
         body["props"] = props
     raw = orjson.dumps(body)
-    decode_event(raw, type)
-    return type, raw
+    decoded = decode_event(raw, type)
+    return decoded.event_id, raw
 
 
 class AsyncEventProducer:
@@ -76,10 +85,9 @@ class AsyncEventProducer:
                    **fields: Any) -> str:
         """Validate and hand one event to the producer (it batches); returns its event_id.
         :meth:`flush` waits for delivery."""
-        kind, raw = event(user_id, item_id, type, **fields)
-        event_id = str(orjson.loads(raw)["event_id"])
+        event_id, raw = _message(user_id, item_id, type, **fields)
         self._pending[event_id] = await self._producer.send(
-            self._topics[kind], raw, key=user_id.encode())
+            self._topics[type], raw, key=user_id.encode())
         return event_id
 
     async def flush(self) -> int:
