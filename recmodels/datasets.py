@@ -25,6 +25,7 @@ class Interaction:
     item_id: str
     type: str
     ts: int  # epoch milliseconds
+    session_id: str | None = None
 
 
 def ml100k_type(rating: float) -> str:

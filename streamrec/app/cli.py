@@ -62,8 +62,11 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.app.replay import produce_file  # noqa: PLC0415
 
     require(settings, ("kafka",))
-    count = asyncio.run(produce_file(settings, args.file, args.format, limit=args.limit,
-                                     rate=args.rate, progress=not args.quiet))
+    fmt = data_format(args)
+    count, bad = asyncio.run(produce_file(settings, args.file, fmt, limit=args.limit,
+                                          rate=args.rate, progress=not args.quiet))
+    if report := bad.report(args.file):
+        print(report, file=sys.stderr)
     print(f"published {count} events")
     return 0
 
@@ -138,14 +141,15 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"streamrec train: {exc}", file=sys.stderr)
         return 2
-    return train_main(args.data, args.format, args.time_budget, args.out,
+    return train_main(args.data, data_format(args), args.time_budget, args.out,
                       overrides=overrides, progress=not args.no_progress)
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.app.train_cli import evaluate_main  # noqa: PLC0415
 
-    return evaluate_main(args.data, args.format, args.model, args.checkpoint, args.json_out)
+    return evaluate_main(args.data, data_format(args), args.model, args.checkpoint,
+                         args.json_out)
 
 
 def _replay_eval(args: argparse.Namespace, settings: Settings) -> int:
@@ -155,7 +159,7 @@ def _replay_eval(args: argparse.Namespace, settings: Settings) -> int:
 
     sources = ["hybrid", "markov", "sequence", "popularity"] if args.sources == ["all"] \
         else args.sources
-    events = load_events(args.data, args.format)
+    events = load_events(args.data, data_format(args))
     if args.events:
         events = events[:args.events]
     report = ReplayEval(events, args.limit, args.rate, sources, args.train_budget).run()
@@ -169,6 +173,55 @@ def _replay_eval(args: argparse.Namespace, settings: Settings) -> int:
               f"{row['freshness_p50_s']:>10.3f}s{row['freshness_p99_s']:>10.3f}s"
               f"{row['scored_lists']:>8}")
     return 0
+
+
+def _connect_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT_S,
+                   help="seconds to wait for Kafka/Redis at start (default 120)")
+
+
+BUILT_IN_FORMATS = ("ml100k", "seq")
+FILE_FORMATS = ("csv", "jsonl", "parquet")
+
+
+def _data_format(p: argparse.ArgumentParser, extra: tuple[str, ...] = ()) -> None:
+    """--format and the options of your own files (recmodels.adapters)."""
+    from recmodels.adapters import PRESETS  # noqa: PLC0415
+
+    p.add_argument("--format", choices=[*BUILT_IN_FORMATS, *extra, *FILE_FORMATS],
+                   help="ml100k (MovieLens ratings), seq ('user item' lines), or your own "
+                        "csv, jsonl, parquet (with --columns, or a --preset)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="a known layout: recbole (.inter), ecommerce (event_time,event_type,"
+                        "product_id,...), sessions (session JSONL), retailrocket")
+    p.add_argument("--columns", metavar="FIELD=COLUMN,...",
+                   help="where user, item, type, ts, session and event_id are (default "
+                        "user_id, item_id, type, ts; type= : no type column, all views)")
+    p.add_argument("--types", metavar="RAW=TYPE,...",
+                   help="raw type values as view, click, purchase or skip "
+                        "(e.g. cart=click,remove_from_cart=skip)")
+    p.add_argument("--ts-unit", choices=["auto", "s", "ms", "iso"],
+                   help="timestamps: epoch seconds, milliseconds, ISO-8601; auto: numbers "
+                        "below 10^11 are seconds (default: the preset's, else auto)")
+    p.add_argument("--delimiter", help="CSV field separator (default: tab for .tsv/.inter, "
+                                       "else comma; \\t for tab)")
+
+
+def data_format(args: argparse.Namespace) -> Any:
+    """The --format of the command line: a built-in format name, or the Layout of your own
+    files (``recmodels.adapters.Layout``)."""
+    from recmodels.adapters import make_layout  # noqa: PLC0415
+
+    own = (args.columns, args.types, args.ts_unit, args.delimiter)
+    if args.preset is None and args.format not in FILE_FORMATS:
+        if args.format is None:
+            raise StreamrecError("give --format (or a --preset)")
+        if any(x is not None for x in own):
+            raise StreamrecError(f"--format {args.format} has a fixed layout: --columns, "
+                                 "--types, --ts-unit and --delimiter are for csv, jsonl "
+                                 "and parquet files")
+        return args.format
+    return make_layout(args.format, args.preset, *own)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -187,8 +240,7 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--role", choices=["all", "stream", "serving"], default="all",
                         help="stream: ingest + state; serving: recommendations (own group); "
                              "all: both in one process (default)")
-    worker.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT_S,
-                        help="seconds to wait for Kafka/Redis at start (default 120)")
+    _connect_timeout(worker)
     worker.set_defaults(func=_worker)
 
     state = sub.add_parser("state", help="inspect the online state")
@@ -197,8 +249,8 @@ def parser() -> argparse.ArgumentParser:
     state.set_defaults(func=_state)
 
     produce = sub.add_parser("produce", help="replay a data set as events, in time order")
-    produce.add_argument("file", help="data file (ml-100k.inter, Video.txt) or 'synthetic'")
-    produce.add_argument("--format", choices=["ml100k", "seq", "synthetic"], required=True)
+    produce.add_argument("file", help="data file, or 'synthetic' (with --format synthetic)")
+    _data_format(produce, extra=("synthetic",))
     produce.add_argument("--limit", type=int, help="publish at most N events")
     produce.add_argument("--rate", type=float, help="events per second (default: unthrottled)")
     produce.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -210,8 +262,7 @@ def parser() -> argparse.ArgumentParser:
     tail_p.add_argument("--limit", type=int, help="stop after N messages")
     tail_p.add_argument("--from-beginning", action="store_true")
     tail_p.add_argument("--idle-exit", type=float, help="stop after this many idle seconds")
-    tail_p.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT_S,
-                        help="seconds to wait for Kafka/Redis at start (default 120)")
+    _connect_timeout(tail_p)
     tail_p.set_defaults(func=_tail)
 
     items = sub.add_parser("items", help="operator's blocked-items list")
@@ -223,13 +274,12 @@ def parser() -> argparse.ArgumentParser:
     trainer.add_argument("--once", action="store_true", help="one round, then exit")
     trainer.add_argument("--interval", type=float, help="seconds between rounds")
     trainer.add_argument("--time-budget", type=float, help="training seconds per round")
-    trainer.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT_S,
-                        help="seconds to wait for Kafka/Redis at start (default 120)")
+    _connect_timeout(trainer)
     trainer.set_defaults(func=_trainer)
 
     train_p = sub.add_parser("train", help="train SASRec offline on a data set")
     train_p.add_argument("--data", required=True)
-    train_p.add_argument("--format", choices=["seq", "ml100k"], required=True)
+    _data_format(train_p)
     train_p.add_argument("--time-budget", type=float, default=1080.0, help="seconds")
     train_p.add_argument("--out", required=True, help="checkpoint + metrics.json + PNG here")
     train_p.add_argument("--set", action="append", metavar="NAME=VALUE",
@@ -240,7 +290,7 @@ def parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="evaluate a model with the offline protocol")
     evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--format", choices=["seq", "ml100k"], required=True)
+    _data_format(evaluate)
     evaluate.add_argument("--model", choices=["popularity", "markov", "sasrec"], required=True)
     evaluate.add_argument("--checkpoint", help="checkpoint folder (sasrec)")
     evaluate.add_argument("--json-out", required=True)
@@ -248,7 +298,7 @@ def parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("replay-eval", help="prequential evaluation through the live pipeline")
     rep.add_argument("--data", required=True)
-    rep.add_argument("--format", choices=["seq", "ml100k"], required=True)
+    _data_format(rep)
     rep.add_argument("--events", type=int, help="use only the first N events of the data")
     rep.add_argument("--limit", type=int, default=20_000, help="events replayed (the last N)")
     rep.add_argument("--rate", type=float, default=500.0, help="events per second replayed")

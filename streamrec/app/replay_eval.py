@@ -36,8 +36,9 @@ from redis.asyncio import Redis
 
 from infra.processes import WorkerProcess
 from infra.stack import Stack, free_port
+from recmodels.adapters import BadRows, Layout, timeline
 from recmodels.blend_fit import relative_gain
-from recmodels.datasets import Interaction, read_ml100k, read_seq_stream
+from recmodels.datasets import Interaction
 from streamrec.app.trainer import Trainer
 from streamrec.kernel.clients import aiokafka_options
 from streamrec.kernel.errors import DataError, StreamrecError
@@ -61,12 +62,13 @@ class Published:
     sent_ms: float
 
 
-def load_events(data: str, fmt: str) -> list[Interaction]:
-    if fmt == "seq":
-        return read_seq_stream(Path(data))
-    if fmt == "ml100k":
-        return read_ml100k(Path(data))
-    raise DataError(f"format {fmt!r}: expected seq or ml100k")
+def load_events(data: str, fmt: str | Layout) -> list[Interaction]:
+    """The data file's events in time order; bad rows are reported on stderr."""
+    bad = BadRows()
+    events = timeline(data, fmt, bad)
+    if report := bad.report(data):
+        print(report, file=sys.stderr)
+    return events
 
 
 def score_lists(replayed: list[Published], lists: dict[str, dict[str, Any]], n_items: int,

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from recmodels.adapters import BadRows, Layout, user_sequences
 from recmodels.baselines import BaselineName, fit_baseline
 from recmodels.checkpoint import Checkpoint, CheckpointError
-from recmodels.datasets import read_ml100k, read_sequences
 from recmodels.evaluation import EvalConfig, EvalProtocol, Evaluator, Metrics
 from recmodels.interface import Recommender
 from recmodels.parallel import join
@@ -30,7 +30,6 @@ from streamrec.kernel.errors import DataError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("seq", "ml100k")
 MODELS = ("popularity", "markov", "sasrec")
 STAGES: tuple[Stage, ...] = ("valid", "test")
 PROTOCOLS: tuple[EvalProtocol, ...] = ("sampled", "full")
@@ -58,19 +57,20 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_sequences(data: str | Path, fmt: str) -> dict[str, list[str]]:
-    """Per-user item sequences in time order from a data file of format ``fmt``."""
-    if fmt == "seq":
-        return read_sequences(Path(data))
-    if fmt == "ml100k":
-        sequences: dict[str, list[str]] = {}
-        for event in read_ml100k(Path(data)):
-            sequences.setdefault(event.user_id, []).append(event.item_id)
-        return sequences
-    raise DataError(f"data format {fmt!r}: expected one of {', '.join(FORMATS)}")
+def load_sequences(data: str | Path, fmt: str | Layout) -> dict[str, list[str]]:
+    """Per-user item sequences in time order from a data file of format ``fmt`` (a
+    built-in name or the layout of your own file); bad rows are reported on stderr."""
+    bad = BadRows()
+    sequences = user_sequences(data, fmt, bad)
+    if report := bad.report(data):
+        print(report, file=sys.stderr)
+    if not sequences:
+        raise DataError(f"{data}: no events")
+    return sequences
 
 
-def load_split(data: str | Path, fmt: str, vocab: ItemVocab | None = None) -> LeaveOneOutSplit:
+def load_split(data: str | Path, fmt: str | Layout,
+               vocab: ItemVocab | None = None) -> LeaveOneOutSplit:
     sequences = load_sequences(data, fmt)
     if vocab is not None:
         unknown = next((i for seq in sequences.values() for i in seq if i not in vocab), None)
@@ -108,7 +108,7 @@ def format_table(rows: dict[str, Results], ks: tuple[int, ...] = (10,)) -> str:
     return "\n".join(lines)
 
 
-def train_main(data: str, fmt: str, time_budget: float, out: str, *, seed: int = 42,
+def train_main(data: str, fmt: str | Layout, time_budget: float, out: str, *, seed: int = 42,
                device: str | None = None, overrides: dict[str, Any] | None = None,
                eval_reserve: float | None = None, threads: int | None = None,
                progress: bool = True) -> int:
@@ -164,7 +164,8 @@ def train_main(data: str, fmt: str, time_budget: float, out: str, *, seed: int =
     total = time.monotonic() - started
     write_report(out_dir, final, dict(results),
                  {"train_seconds": train_seconds, "total_seconds": total, "data": str(data),
-                  "format": fmt, "users": len(split.users), "items": split.n_items,
+                  "format": fmt if isinstance(fmt, str) else fmt.describe(),
+                  "users": len(split.users), "items": split.n_items,
                   "torch_threads": torch.get_num_threads(), "processes": workers.world})
     print(format_table({"sasrec": results}))
     print(f"selected epoch {selected.meta['best_epoch']}, train {train_seconds:.0f}s "
@@ -173,7 +174,7 @@ def train_main(data: str, fmt: str, time_budget: float, out: str, *, seed: int =
     return 0
 
 
-def evaluate_main(data: str, fmt: str, model: str, checkpoint: str | None,
+def evaluate_main(data: str, fmt: str | Layout, model: str, checkpoint: str | None,
                   json_out: str) -> int:
     """Evaluate one model (popularity, markov or a SASRec checkpoint) on valid and test,
     sampled and full protocols; print a table and write the metrics as JSON."""

@@ -69,6 +69,14 @@ def _identifier(body: dict[str, Any], field: str, required: bool) -> str | None:
     return text
 
 
+def check_identifier(field: str, value: str) -> str:
+    """``value`` as an id of the event's ``field``, by the ingest path's rules (not empty,
+    at most 128 bytes, no control characters); :class:`InvalidEvent` names the field."""
+    text = _identifier({field: value}, field, True)
+    assert text is not None  # required: never None
+    return text
+
+
 def _event_type(body: dict[str, Any], topic_type: str | None) -> str:
     raw = body.get("type")
     if raw is None:
