@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml infra/ensure-redis.sh
 venv: $(STAMP) ## create .venv and install the project (idempotent)
 
 test: lint ## lint, then unit + integration + e2e tests (starts its own broker and Redis)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 unit: $(STAMP) ## unit tests only (no services)
 	$(PY) -m pytest -q tests/unit

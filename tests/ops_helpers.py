@@ -49,8 +49,9 @@ class OpsToolError(RuntimeError):
 # ---------------------------------------------------------------- tools
 
 
-def _apt_install(package: str) -> None:
-    """Install one of Debian's packages (as root), without starting its service."""
+def _apt_install(*packages: str) -> None:
+    """Install Debian's packages (as root), without starting their services."""
+    package = " ".join(packages)
     if not shutil.which("apt-get"):
         raise OpsToolError(f"{package} is missing and there is no apt-get here: install "
                            f"Debian's {package!r} package (or its binaries on PATH)")
@@ -66,7 +67,7 @@ def _apt_install(package: str) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
         for argv in (["apt-get", "update", "-q"],
-                     ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]):
+                     ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]):
             done = subprocess.run(argv, env=env, capture_output=True, text=True,
                                   timeout=900, check=False)
             if done.returncode != 0:
@@ -89,6 +90,20 @@ def ensure_prometheus_binaries() -> tuple[str, str]:
         raise OpsToolError("Debian's 'prometheus' package installed but promtool/prometheus "
                            "are not on PATH")
     return promtool, prometheus
+
+
+def ensure_chromium() -> tuple[str, str]:
+    """Paths of (chromium, chromedriver); installs Debian's ``chromium`` and
+    ``chromium-driver`` if missing."""
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if browser and driver:
+        return browser, driver
+    _apt_install("chromium", "chromium-driver")
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        raise OpsToolError("Debian's chromium and chromium-driver installed but chromium/"
+                           "chromedriver are not on PATH")
+    return browser, driver
 
 
 def ensure_redis_exporter() -> str:

@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from infra.stack import port_is_free
 from recmodels.online import encoder_dtype
+from serving.console import Publish, install_console
 from serving.publisher import serve, serve_inline
 from serving.recommender import MARKOV_VERSION, Recommender
 from serving.web import install_views
@@ -51,6 +52,7 @@ from streamrec.state.model_store import ModelStore
 from streamrec.state.reader import ServingStateReader
 from streamrec.state.store import ApplyConfig, RedisStateStore
 from streamrec.state.user_writes import UserWriter
+from streamrec.state.users import user_profile
 from streamrec.state.watermarks import reset_watermarks
 from streams.pipeline import EventPath, process_events, publish_updates
 from streams.user_vectors import UserVectorWriter
@@ -192,6 +194,17 @@ def _parts(settings: Settings, role: str, ready_file: Path | None) -> Parts:
                  ready)
 
 
+def _publisher(p: Parts) -> Publish:
+    """The console's "try it": one event to its input topic, keyed by user, delivered."""
+    topics = input_topics(p.settings)
+
+    async def publish(kind: str, key: bytes, value: bytes) -> None:
+        producer = await p.app.maybe_start_producer()
+        delivered = await producer.send(topics[kind], key, value, None, None, None)
+        await delivered
+    return publish
+
+
 def _source(p: Parts, role: Role) -> Source:
     s = p.settings
     if s.worker.consumer == "faust":
@@ -248,6 +261,9 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
     p.app.add_before_stop(stop_consuming)
     install_views(p.app, role, spec.recommender,
                   lambda: p.models.version or MARKOV_VERSION)
+    if spec.recommender is not None and settings.serving.console:
+        install_console(p.app, partial(user_profile, p.redis, p.keys),
+                        _publisher(p) if settings.serving.console_try_it else None)
 
     @p.app.timer(interval=settings.worker.lag_interval_s)  # type: ignore[untyped-decorator]
     async def export_consumer_lag() -> None:

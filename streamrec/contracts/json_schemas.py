@@ -15,8 +15,9 @@ ASYNCAPI = "asyncapi.yaml"
 DOCUMENTS = (*SCHEMAS, ASYNCAPI)
 
 
+@cache
 def document_text(name: str) -> str:
-    """The text of a shipped document; KeyError for any other name."""
+    """The text of a shipped document (read once); KeyError for any other name."""
     if name not in DOCUMENTS:
         raise KeyError(name)
     folder = resources.files("streamrec.contracts")

@@ -104,6 +104,11 @@ class ServingSettings(BatchSettings):
     served_ttl_s: int = Field(default=7 * 86400, ge=1, description="keep served lists so long")
     coverage_window_s: float = Field(default=600.0, gt=0, description="served coverage window")
     batch_size: int = Field(default=500, ge=1)
+    console: bool = Field(default=True, description="GET /console and /users/{id} on serving "
+                          "workers (read-only, as open as /recommendations)")
+    console_try_it: bool = Field(
+        default=False, description="the console's 'try it' publishes a click (POST /events): "
+        "anyone who reaches the port can then publish events")
 
 
 class TrainerSettings(BaseModel):

@@ -36,3 +36,24 @@ async def read_sequences(redis: Redis, keys: Keys) -> tuple[list[str], dict[str,
             if packed:
                 sequences[user] = [ids[i] for i in decode_sequence(packed)]
     return ids, sequences
+
+
+async def user_profile(redis: Redis, keys: Keys, user_id: str) -> dict[str, Any] | None:
+    """One user's state for people to read: recent items (oldest first), bought items,
+    events applied and the newest event time; None when the user has no state."""
+    r: Any = redis
+    pipe = r.pipeline(transaction=False)
+    pipe.hmget(keys.user(user_id), "seq", "n", "ts")
+    pipe.smembers(keys.bought(user_id))
+    (packed, n, ts), bought = await pipe.execute()
+    if n is None:
+        return None
+    indexes = decode_sequence(packed or b"")
+    wanted = [*indexes, *(int(b) for b in bought)]
+    pipe = r.pipeline(transaction=False)
+    for idx in wanted:
+        pipe.lindex(keys.item_ids, idx)
+    names = [x.decode() if x is not None else f"#{idx}"
+             for idx, x in zip(wanted, await pipe.execute(), strict=True)]
+    return {"user_id": user_id, "events": int(n), "last_ts": int(ts) if ts else None,
+            "recent": names[:len(indexes)], "bought": sorted(names[len(indexes):])}

@@ -8,35 +8,43 @@ from pathlib import Path
 
 import pytest
 
+from recmodels.adapters import Layout
 from streamrec.app.cli import data_format, parser
 from streamrec.app.train_cli import evaluate_main, train_main
 from streamrec.kernel.errors import StreamrecError
 from tests.unit.test_adapters import FIXTURES, LAYOUTS
 from tests.unit.test_sasrec import TINY
 
-TINY_SETS = [f"{k}={v}" for k, v in TINY.to_dict().items() if k not in ("seed", "max_epochs")]
+
+def _format(command: str, preset: str, *rest: str) -> str | Layout:
+    data = str(LAYOUTS / FIXTURES[preset][0])
+    return data_format(parser().parse_args([command, "--data", data, "--preset", preset,
+                                            *rest]))
 
 
 @pytest.mark.parametrize("preset", sorted(FIXTURES))
-def test_train_and_evaluate_read_each_preset(preset: str, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_reads_each_preset(preset: str, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     data = str(LAYOUTS / FIXTURES[preset][0])
-    args = parser().parse_args(["train", "--data", data, "--preset", preset, "--out",
-                                str(tmp_path / "run")])
-    fmt = data_format(args)
+    out = str(tmp_path / "m.json")
+    fmt = _format("evaluate", preset, "--model", "markov", "--json-out", out)
+    assert evaluate_main(data, fmt, "markov", None, out) == 0
+    markov = json.loads(Path(out).read_text())
+    assert markov["test"]["full"]["hr@10"] > 0, "the fixture's funnels are learnable"
+    assert "bad row(s) not published" in capsys.readouterr().err, "bad rows reported"
+
+
+def test_train_reads_a_session_file(tmp_path: Path) -> None:
+    """Training reads through the same loader as evaluation (one preset suffices here)."""
+    data = str(LAYOUTS / FIXTURES["sessions"][0])
+    fmt = _format("train", "sessions", "--out", str(tmp_path / "run"))
     code = train_main(data, fmt, time_budget=30, out=str(tmp_path / "run"),
                       overrides={**TINY.to_dict(), "max_epochs": 2}, eval_reserve=10,
                       progress=False)
     assert code == 0
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert report["users"] >= 20  # the fixture's 28 users, less those too short to split
-    assert report["format"].startswith(("csv", "jsonl"))
-    assert "bad row(s) not published" in capsys.readouterr().err, "bad rows reported"
-    args = parser().parse_args(["evaluate", "--data", data, "--preset", preset, "--model",
-                                "markov", "--json-out", str(tmp_path / "m.json")])
-    assert evaluate_main(data, data_format(args), "markov", None, str(tmp_path / "m.json")) == 0
-    markov = json.loads((tmp_path / "m.json").read_text())
-    assert markov["test"]["full"]["hr@10"] > 0, "the fixture's funnels are learnable"
+    assert report["format"].startswith("jsonl (user=session")
 
 
 def test_a_built_in_format_refuses_file_options() -> None:
