@@ -32,33 +32,39 @@ async def _markov_rows(redis: Redis, keys: Keys) -> list[tuple[str, int]]:
 
 
 async def collect_state(redis: Redis, keys: Keys, half_life_s: float) -> dict[str, Any]:
+    """The state as canonical data. On a live state this is not one snapshot, but every
+    item index it holds resolves: the item list only grows, and is read last."""
     r: Any = redis  # redis-py's async return types are too loose to be useful here
+    totals = await r.hgetall(keys.markov_totals)
+    rows = [(idx, await r.zrange(key, 0, -1, withscores=True))
+            for key, idx in await _markov_rows(redis, keys)]
+    meta = await r.hgetall(keys.popularity_meta)
+    pop = await r.zrange(keys.popularity, 0, -1, withscores=True)
+    user_fields = [(user_id, await r.hgetall(keys.user(user_id)),
+                    await r.smembers(keys.bought(user_id)))
+                   for user_id in await user_ids(redis, keys)]
     ids = [x.decode() for x in await r.lrange(keys.item_ids, 0, -1)]
 
     def name(idx: Any) -> str:
         return str(ids[int(idx)])
 
     markov: dict[str, Any] = {}
-    totals = await r.hgetall(keys.markov_totals)
-    for key, idx in await _markov_rows(redis, keys):
-        row = await r.zrange(key, 0, -1, withscores=True)
+    for idx, row in rows:
         markov[name(idx)] = {
             "total": _num(float(totals.get(str(idx).encode(), 0))),
             "next": {name(m): _num(s) for m, s in sorted(row, key=lambda r: name(r[0]))},
         }
 
-    meta = await r.hgetall(keys.popularity_meta)
     scale = 1.0
     if half_life_s > 0 and b"landmark_step" in meta:
         landmark_step, max_ts = int(float(meta[b"landmark_step"])), int(float(meta[b"max_ts"]))
         scale = 2.0 ** (landmark_step - max_ts // int(half_life_s * 1000))
-    pop = await r.zrange(keys.popularity, 0, -1, withscores=True)
     popularity = {name(m): _num(s * scale) for m, s in pop}
 
     users: dict[str, Any] = {}
-    for user_id in await user_ids(redis, keys):
-        fields = await r.hgetall(keys.user(user_id))
-        bought = await r.smembers(keys.bought(user_id))
+    for user_id, fields, bought in user_fields:
+        if not fields:  # gone since the scan (forgotten, or expired)
+            continue
         users[user_id] = {
             "sequence": [ids[i] for i in decode_sequence(fields.get(b"seq", b""))],
             "events": int(fields.get(b"n", 0)),
