@@ -448,7 +448,7 @@ def full_path(kafka: int, redis_port: int, payloads: list[bytes], run: Path, loo
             ("view", "events.view"), ("click", "events.click"),
             ("purchase", "events.purchase"), ("dlq", "events.dlq"),
             ("user_updates", "streamrec.user-updates"), ("recommendations", "recommendations"),
-            ("model_updates", "streamrec.model-updates"))},
+            ("model_updates", "streamrec.model-updates"), ("erasure", "privacy.erasure"))},
         "trainer": {"threads": 1}}
     env = dict(os.environ, **settings_env(values))
     inputs_by_type = input_topics(Settings.model_validate(values))

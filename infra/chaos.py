@@ -61,7 +61,7 @@ def _settings_values(bootstrap: str, redis_url: str, tag: str,
         "redis": {"url": redis_url, "prefix": f"c{tag}:"},
         "topics": {name: f"{name}-{tag}" for name in (
             "view", "click", "purchase", "dlq", "user_updates", "recommendations",
-            "model_updates")},
+            "model_updates", "erasure")},
         "worker": {"app_id": f"chaos-{tag}"},
     }
 

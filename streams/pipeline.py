@@ -255,9 +255,13 @@ async def _apply(release: Release, path: EventPath) -> tuple[list[UserUpdate], P
     metrics.STATE_BATCH_SECONDS.observe(time.perf_counter() - start)
     metrics.STATE_BATCH_EVENTS.observe(len(positioned))
     _count(result.applied, result.duplicates + result.below_watermark, result.late)
+    if result.erased:
+        metrics.ERASED_EVENTS.inc(result.erased)
     latest: dict[str, UserUpdate] = {}
     for p in positioned:
         e = p.event
+        if e.user_id not in result.sequences:  # forgotten, and these events from before
+            continue
         latest[e.user_id] = UserUpdate(user_id=e.user_id, event_id=e.event_id, ts=e.ts,
                                      received=e.received)
     snapshot = await _read_ahead(path, list(latest))

@@ -92,7 +92,7 @@ def pipeline_settings(stack: StackInfo, **overrides: Any) -> dict[str, Any]:
         "redis": {"url": stack.redis_url, "prefix": f"t{tag}:"},
         "topics": {name: f"{name}-{tag}" for name in (
             "view", "click", "purchase", "dlq", "user_updates", "recommendations",
-            "model_updates")},
+            "model_updates", "erasure")},
         "worker": {"app_id": f"streamrec-{tag}"},
     }
     for section, extra in overrides.items():

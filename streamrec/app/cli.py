@@ -114,6 +114,17 @@ def _items(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _users(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.app.forget import forget_users  # noqa: PLC0415
+
+    require(settings, ("redis", "kafka"))
+    deleted = asyncio.run(forget_users(settings, list(dict.fromkeys(args.ids))))
+    for user, n in deleted.items():
+        print(f"forgot {user}: {n} key(s) deleted, tombstone on "
+              f"{settings.topics.recommendations}")
+    return 0
+
+
 def _trainer(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.app.trainer import Trainer  # noqa: PLC0415
     from streamrec.kernel import metrics  # noqa: PLC0415
@@ -269,6 +280,11 @@ def parser() -> argparse.ArgumentParser:
     items.add_argument("action", choices=["block", "unblock", "list"])
     items.add_argument("ids", nargs="*", help="item ids")
     items.set_defaults(func=_items)
+
+    users = sub.add_parser("users", help="erasure: forget users (state, lists, dedupe)")
+    users.add_argument("action", choices=["forget"])
+    users.add_argument("ids", nargs="+", help="user ids")
+    users.set_defaults(func=_users)
 
     trainer = sub.add_parser("trainer", help="retrain SASRec on the live sequences and publish")
     trainer.add_argument("--once", action="store_true", help="one round, then exit")

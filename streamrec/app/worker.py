@@ -46,6 +46,7 @@ from streamrec.kernel.retry import probe_redis, redis_call
 from streamrec.kernel.settings import Settings
 from streamrec.kernel.topics import ensure_topics, input_topics
 from streamrec.state.catalog import ItemCatalog
+from streamrec.state.erasure import Eraser
 from streamrec.state.keys import Keys
 from streamrec.state.model_holder import ModelHolder
 from streamrec.state.model_store import ModelStore
@@ -54,12 +55,14 @@ from streamrec.state.store import ApplyConfig, RedisStateStore
 from streamrec.state.user_writes import UserWriter
 from streamrec.state.users import user_profile
 from streamrec.state.watermarks import reset_watermarks
+from streams.erasure import process_erasures
 from streams.pipeline import EventPath, process_events, publish_updates
 from streams.user_vectors import UserVectorWriter
 
 log = logging.getLogger(__name__)
 
 ROLES = ("all", "stream", "serving")
+ERASURE_BATCH = 500  # erasure requests per batch
 STOP_TIMEOUT_S = 10.0  # a stopping worker waits this long at most for its consumer
 Work = Callable[[AsyncIterator[Batch]], Awaitable[None]]
 
@@ -249,10 +252,30 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
         finally:  # commits what is done, leaves the group: its partitions move at once
             await source.stop()
 
+    erasures = None
+    if role != "serving":  # the state's roles forget users on request
+        erasures = BatchConsumer(settings, f"{settings.worker.app_id}-erasure",
+                                 [settings.topics.erasure], ERASURE_BATCH)
+
+        @p.app.task  # type: ignore[untyped-decorator]
+        async def consume_erasures() -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                consuming.append(task)
+            assert erasures is not None
+            await erasures.start()
+            try:
+                await process_erasures(erasures.batches(), Eraser(p.redis, p.keys), p.outbox,
+                                       settings.topics.recommendations, erasures.acknowledge)
+            finally:
+                await erasures.stop()
+
     async def stop_consuming() -> None:
         """Stop taking batches (the one in hand stays uncommitted, so it comes again) and
         leave the group while the producer is still up."""
         source.request_stop()
+        if erasures is not None:
+            erasures.request_stop()
         for task in consuming:
             task.cancel()
         if consuming:

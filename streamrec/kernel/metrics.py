@@ -19,6 +19,10 @@ DLQ = Counter("streamrec_dlq_total", "Messages sent to the dead-letter topic", [
 LATE = Counter("streamrec_late_events_total",
                "Events beyond the reorder bound (reorder window or allowed lateness): counted "
                "in popularity, not in sequences or transitions")
+ERASED_USERS = Counter("streamrec_erased_users_total",
+                       "Users forgotten on request (their keys deleted, a tombstone published)")
+ERASED_EVENTS = Counter("streamrec_erased_events_total",
+                        "Events of forgotten users from before their erasure, skipped")
 STATE_REWINDS = Counter("streamrec_state_rewinds_total",
                         "Times the state was found behind what was applied (Redis lost "
                         "writes) and its partitions were read again from its watermarks")

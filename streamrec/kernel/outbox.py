@@ -30,7 +30,8 @@ class Records:
         self._futures: list[Awaitable[Any]] = []
         self._callbacks: list[Callable[[], None]] = []
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    async def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """Queue one record (``value`` None: a tombstone)."""
         producer = await self._producer()
         self._futures.append(await producer.send(topic, key, value, None, None, None))
 

@@ -43,6 +43,8 @@ class TopicSettings(BaseModel):
     user_updates: str = "streamrec.user-updates"
     recommendations: str = "recommendations"
     model_updates: str = "streamrec.model-updates"
+    erasure: str = Field(default="privacy.erasure", description="erasure requests (key = "
+                         "user_id): the stream workers forget each user")
 
 
 class EventWeights(BaseModel):

@@ -23,7 +23,7 @@ def input_topics(settings: Settings) -> dict[str, str]:
 def topic_names(settings: Settings) -> list[str]:
     t = settings.topics
     return [*input_topics(settings).values(), t.dlq, t.user_updates, t.recommendations,
-            t.model_updates]
+            t.model_updates, t.erasure]
 
 
 async def ensure_topics(settings: Settings,

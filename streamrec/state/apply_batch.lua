@@ -26,7 +26,7 @@
 -- Returns {-1, partition number, its watermark, ...} when a partition's watermark is below
 -- the expected one (nothing applied), else {applied, below_watermark, duplicates, late,
 -- online_hits, online_evaluations, {user, packed sequence, ...} of the users this batch
--- changed}:
+-- touched (but those whose events were all erased), erased}:
 -- an event that moves a user to a new item is an online evaluation of the list last served
 -- to that user (sr:served:{user}, packed indexes, written by serving; read only here), and
 -- a hit when its item was in that list.
@@ -46,8 +46,10 @@ local ids_key = prefix .. 'item:ids'
 local pop_key = prefix .. 'pop'
 local meta_key = prefix .. 'pop:meta'
 local total_key = prefix .. 'mk:total'
+local erased_key = prefix .. 'erased'
 
 local applied, below_wm, duplicates, late, hits, evaluations = 0, 0, 0, 0, 0, 0
+local erased = 0
 
 local meta = redis.call('HMGET', meta_key, 'landmark_step', 'max_ts')
 local landmark = tonumber(meta[1])
@@ -166,7 +168,10 @@ local ring = math.max(0, D - W) * ID
 local rank_of = {view = 0, click = 1, purchase = 2}
 local weight_of = {[0] = tonumber(ARGV[8]), [1] = tonumber(ARGV[9]), [2] = tonumber(ARGV[10])}
 
--- users: {seq, win, ids, ts, ts_text, n, served, dirty}, read once per batch
+-- users: {seq, win, ids, ts, ts_text, n, served, dirty, erased_at, kept}, read once per
+-- batch. A forgotten user (streamrec/state/erasure.py) has an entry in the erased hash,
+-- under the SHA-1 of their id, with the time of the erasure: their events up to that time
+-- are skipped entirely (a replay does not bring them back); newer ones start a fresh user.
 local users = {}
 local touched_list = {}
 local function user_state(user)
@@ -176,7 +181,9 @@ local function user_state(user)
     local fields = redis.call('HMGET', ukey, 'seq', 'ts', 'win', 'ids')
     u = {seq = fields[1] or '', ts = tonumber(fields[2]), win = fields[3] or '',
          ids = fields[4] or '', n = 0,
-         served = redis.call('GET', prefix .. 'served:' .. user), dirty = false}
+         served = redis.call('GET', prefix .. 'served:' .. user), dirty = false,
+         erased_at = tonumber(redis.call('HGET', erased_key, redis.sha1hex(user))),
+         kept = false}
     users[user] = u
     touched_list[#touched_list + 1] = user
   end
@@ -404,22 +411,31 @@ for n = 1, nevents do
   local offset = tonumber(offset_s)
   local tie, idh = tonumber(tie_s), tonumber(idh_s)
   local u = user_state(user)
-  local dup = D > 0 and seen(u, struct.pack('<I4I4', tie, idh))
-  -- At or below the watermark: a redelivery, unless dedupe is on, its event_id is not
-  -- among the user's last D and it is not late, which means the log was reset (a broker
-  -- that lost its data): apply.
-  if offset <= wms[b] and (D <= 0 or dup or
-      beyond(u, {ts = tonumber(ts), tie = tie, rank = rank_of[etype]})) then
-    below_wm = below_wm + 1
-  else
+  if u.erased_at ~= nil and tonumber(ts) <= u.erased_at then
+    -- an event of a forgotten user, from before the erasure: as if never published
+    erased = erased + 1
     if highs[b] == nil or offset > tonumber(highs[b]) then
       highs[b] = offset_s
     end
-    if dup then
-      duplicates = duplicates + 1
+  else
+    u.kept = true
+    local dup = D > 0 and seen(u, struct.pack('<I4I4', tie, idh))
+    -- At or below the watermark: a redelivery, unless dedupe is on, its event_id is not
+    -- among the user's last D and it is not late, which means the log was reset (a broker
+    -- that lost its data): apply.
+    if offset <= wms[b] and (D <= 0 or dup or
+        beyond(u, {ts = tonumber(ts), tie = tie, rank = rank_of[etype]})) then
+      below_wm = below_wm + 1
     else
-      apply(u, user, item, etype, ts, tie, idh)
-      applied = applied + 1
+      if highs[b] == nil or offset > tonumber(highs[b]) then
+        highs[b] = offset_s
+      end
+      if dup then
+        duplicates = duplicates + 1
+      else
+        apply(u, user, item, etype, ts, tie, idh)
+        applied = applied + 1
+      end
     end
   end
 end
@@ -458,13 +474,17 @@ for _, user in ipairs(touched_list) do
   if u.ts_text then
     redis.call('HSET', ukey, 'ts', u.ts_text)
   end
-  redis.call('HINCRBY', ukey, 'n', u.n)
-  if user_ttl > 0 then  -- an inactive user's state expires (popularity and rows stay)
-    redis.call('EXPIRE', ukey, user_ttl)
+  if u.n > 0 then  -- (an increment by 0 would make the hash of a user that has none)
+    redis.call('HINCRBY', ukey, 'n', u.n)
+  end
+  if user_ttl > 0 and u.kept then  -- an inactive user's state expires (popularity and
+    redis.call('EXPIRE', ukey, user_ttl)  -- rows stay)
     redis.call('EXPIRE', ukey .. ':bought', user_ttl)
   end
-  sequences[#sequences + 1] = user
-  sequences[#sequences + 1] = u.seq
+  if u.kept then
+    sequences[#sequences + 1] = user
+    sequences[#sequences + 1] = u.seq
+  end
 end
 
 if applied > 0 then
@@ -479,4 +499,4 @@ if meta_dirty then
   end
 end
 
-return {applied, below_wm, duplicates, late, hits, evaluations, sequences}
+return {applied, below_wm, duplicates, late, hits, evaluations, sequences, erased}

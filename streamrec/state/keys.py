@@ -103,6 +103,11 @@ class Keys:
         return f"{self.prefix}w:{name}"
 
     @property
+    def erased(self) -> str:
+        """Hash: SHA-1 of a forgotten user's id -> the erasure's time (epoch ms)."""
+        return f"{self.prefix}erased"
+
+    @property
     def stats(self) -> str:
         """Hash: ``applied`` (events applied to the state so far)."""
         return f"{self.prefix}stats"

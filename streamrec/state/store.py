@@ -36,6 +36,7 @@ class ApplyResult:
     online_hits: int = 0
     online_evaluations: int = 0
     sequences: dict[str, bytes] = field(default_factory=dict)  # users changed -> packed seq
+    erased: int = 0  # events of forgotten users from before their erasure, skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,4 +166,5 @@ class RedisStateStore:
         flat = out[6]
         sequences = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
         applied, below, dups, late, hits, evaluations = (int(x) for x in out[:6])
-        return ApplyResult(applied, below, dups, late, hits, evaluations, sequences)
+        return ApplyResult(applied, below, dups, late, hits, evaluations, sequences,
+                           int(out[7]))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from streamrec.contracts.json_schemas import ASYNCAPI, SCHEMAS
+from streamrec.kernel.settings import TopicSettings
 from tests.ops_helpers import check_jsonschema_argv, load_yaml
 
 pytestmark = pytest.mark.integration
@@ -53,9 +54,7 @@ def test_asyncapi_document_passes_the_asyncapi_3_schema(tmp_path: Path) -> None:
 def test_asyncapi_names_every_topic_and_refers_to_shipped_schemas() -> None:
     document = load_yaml(CONTRACTS / ASYNCAPI)
     addresses = {c["address"] for c in document["channels"].values()}
-    assert addresses == {"events.view", "events.click", "events.purchase", "events.dlq",
-                         "streamrec.user-updates", "recommendations",
-                         "streamrec.model-updates"}
+    assert addresses == set(TopicSettings().model_dump().values())  # every topic, no other
     refs = {m["payload"]["schema"]["$ref"] for m in document["components"]["messages"].values()
             if "schema" in m["payload"]}
     assert refs == {f"schemas/{name}" for name in SCHEMAS}
