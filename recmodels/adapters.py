@@ -240,9 +240,20 @@ def _iso_ms(text: str) -> int:
 
 
 def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise RowError(f"expected a text or a number, got {type(value).__name__}")
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return "" if value is None else str(value).strip()
+    return str(value).strip()
+
+
+def _field_text(get: Mapping[str, Any], name: str, cols: Mapping[str, str]) -> str:
+    try:
+        return _text(get.get(name))
+    except RowError as err:
+        raise RowError(f"{name} (column {cols[name]!r}): {err}") from None
 
 
 def _event(get: Mapping[str, Any], layout: Layout, default_id: str,
@@ -250,7 +261,7 @@ def _event(get: Mapping[str, Any], layout: Layout, default_id: str,
     """The event of one row (``get``: field -> raw value); None when its type is skipped."""
     cols = layout.columns
     if cols.get("type"):
-        raw_type = _text(get.get("type"))
+        raw_type = _field_text(get, "type", cols)
         if not raw_type:
             raise RowError(f"missing type (column {cols['type']!r})")
         mapped = layout.types.get(raw_type) or layout.types.get(raw_type.lower()) or \
@@ -267,7 +278,7 @@ def _event(get: Mapping[str, Any], layout: Layout, default_id: str,
     for name in ("user", "item", "event_id", "session"):
         if not cols.get(name):
             continue
-        value = _text(get.get(name))
+        value = _field_text(get, name, cols)
         if not value and name in ("event_id", "session"):
             continue
         try:
@@ -326,7 +337,10 @@ def _csv_rows(path: Path, layout: Layout, bad: BadRows, bar: tqdm[Any]
     with path.open("rb") as fh:
         lines = _Counted(fh, bar, str(path))
         reader = csv.reader(lines, delimiter=delimiter)
-        header = next(reader, None)
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise DataError(f"{path}: line 1: the header is not CSV ({exc})") from None
         if header is None:
             raise DataError(f"{path}: empty file (expected a header line)")
         # RecBole headers name their columns ``name:type``
@@ -338,7 +352,7 @@ def _csv_rows(path: Path, layout: Layout, bad: BadRows, bar: tqdm[Any]
                                 f"header has {', '.join(names)[:200]})")
             position[name] = names.index(column)
         stem = path.name
-        for row in reader:
+        for row in _rows(reader, bad):
             where = f"line {reader.line_num}"
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
@@ -353,6 +367,20 @@ def _csv_rows(path: Path, layout: Layout, bad: BadRows, bar: tqdm[Any]
                 continue
             if event is not None:
                 yield event
+
+
+def _rows(reader: Any, bad: BadRows) -> Iterator[list[str]]:
+    """The reader's rows; a line the csv module refuses (a carriage return or a NUL inside
+    a field) is a bad row, and reading goes on with the next."""
+    while True:
+        try:
+            row: list[str] = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            bad.add(f"line {reader.line_num}", f"not CSV: {exc}")
+            continue
+        yield row
 
 
 def _jsonl_rows(path: Path, layout: Layout, bad: BadRows, bar: tqdm[Any]

@@ -62,6 +62,9 @@ def read_ml100k(path: Path) -> list[Interaction]:
                     raise DataError(f"{path}: line {line_no}: {exc}") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start} of a "
+                        "block)") from None
     rows.sort(key=lambda r: (r[0], int(r[1]) if r[1].isdigit() else r[1],
                              int(r[2]) if r[2].isdigit() else r[2]))
     return [Interaction(f"ml100k-{u}-{i}-{ts}", u, i, ml100k_type(rating), ts * 1000)
@@ -83,6 +86,9 @@ def read_sequences(path: Path) -> dict[str, list[str]]:
                 sequences.setdefault(parts[0], []).append(parts[1])
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start} of a "
+                        "block)") from None
     return sequences
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 SCHEMAS = ("event.v1.json", "dlq.v1.json", "user_update.v1.json", "recommendation.v1.json")
 ASYNCAPI = "asyncapi.yaml"
-DOCUMENTS = (*SCHEMAS, ASYNCAPI)
+OPENAPI = "openapi.yaml"  # the workers' HTTP API
+DOCUMENTS = (*SCHEMAS, ASYNCAPI, OPENAPI)
 
 
 @cache
@@ -21,7 +22,8 @@ def document_text(name: str) -> str:
     if name not in DOCUMENTS:
         raise KeyError(name)
     folder = resources.files("streamrec.contracts")
-    path = folder.joinpath(name) if name == ASYNCAPI else folder.joinpath("schemas", name)
+    path = folder.joinpath(name) if name in (ASYNCAPI, OPENAPI) else \
+        folder.joinpath("schemas", name)
     return path.read_text(encoding="utf-8")
 
 
