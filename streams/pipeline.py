@@ -257,6 +257,9 @@ async def _apply(release: Release, path: EventPath) -> tuple[list[UserUpdate], P
     _count(result.applied, result.duplicates + result.below_watermark, result.late)
     if result.erased:
         metrics.ERASED_EVENTS.inc(result.erased)
+    if result.corrupted:
+        metrics.CORRUPTED_USERS.inc(result.corrupted)
+        log.error("corrupted user state found and started anew users=%d", result.corrupted)
     latest: dict[str, UserUpdate] = {}
     for p in positioned:
         e = p.event

@@ -23,6 +23,9 @@ ERASED_USERS = Counter("streamrec_erased_users_total",
                        "Users forgotten on request (their keys deleted, a tombstone published)")
 ERASED_EVENTS = Counter("streamrec_erased_events_total",
                         "Events of forgotten users from before their erasure, skipped")
+CORRUPTED_USERS = Counter("streamrec_corrupted_user_state_total",
+                          "User hashes the state step found corrupted (not written by it) "
+                          "and started anew")
 STATE_REWINDS = Counter("streamrec_state_rewinds_total",
                         "Times the state was found behind what was applied (Redis lost "
                         "writes) and its partitions were read again from its watermarks")

@@ -26,7 +26,7 @@
 -- Returns {-1, partition number, its watermark, ...} when a partition's watermark is below
 -- the expected one (nothing applied), else {applied, below_watermark, duplicates, late,
 -- online_hits, online_evaluations, {user, packed sequence, ...} of the users this batch
--- touched (but those whose events were all erased), erased}:
+-- touched (but those whose events were all erased), erased, corrupted user hashes reset}:
 -- an event that moves a user to a new item is an online evaluation of the list last served
 -- to that user (sr:served:{user}, packed indexes, written by serving; read only here), and
 -- a hit when its item was in that list.
@@ -50,6 +50,7 @@ local erased_key = prefix .. 'erased'
 
 local applied, below_wm, duplicates, late, hits, evaluations = 0, 0, 0, 0, 0, 0
 local erased = 0
+local corrupted = 0  -- user hashes found corrupted (see user_state)
 
 local meta = redis.call('HMGET', meta_key, 'landmark_step', 'max_ts')
 local landmark = tonumber(meta[1])
@@ -178,12 +179,30 @@ local function user_state(user)
   local u = users[user]
   if u == nil then
     local ukey = prefix .. 'u:' .. user
-    local fields = redis.call('HMGET', ukey, 'seq', 'ts', 'win', 'ids')
+    local fields = redis.pcall('HMGET', ukey, 'seq', 'ts', 'win', 'ids', 'n')
+    if fields.err then  -- not a hash: corrupted (not written by streamrec)
+      corrupted = corrupted + 1
+      redis.call('DEL', ukey)
+      fields = {}
+    end
+    local served = redis.pcall('GET', prefix .. 'served:' .. user)
+    if type(served) == 'table' and served.err then
+      served = false
+    end
     u = {seq = fields[1] or '', ts = tonumber(fields[2]), win = fields[3] or '',
-         ids = fields[4] or '', n = 0,
-         served = redis.call('GET', prefix .. 'served:' .. user), dirty = false,
+         ids = fields[4] or '', n = 0, served = served, dirty = false,
          erased_at = tonumber(redis.call('HGET', erased_key, redis.sha1hex(user))),
          kept = false}
+    local bad_n = fields[5] ~= false and fields[5] ~= nil and
+      not string.match(fields[5], '^%-?%d+$')
+    if #u.seq % 4 ~= 0 or #u.win % ENTRY ~= 0 or #u.ids % ID ~= 0 or bad_n or
+        (fields[2] and u.ts == nil) then
+      -- a corrupted user hash (not written by this script): it starts anew rather than
+      -- fail every batch that holds this user
+      corrupted = corrupted + 1
+      redis.call('DEL', ukey)
+      u.seq, u.win, u.ids, u.ts, u.dirty = '', '', '', nil, true
+    end
     users[user] = u
     touched_list[#touched_list + 1] = user
   end
@@ -335,7 +354,13 @@ local function apply(u, user, item, etype, ts_text, tie, idh)
   local w = weight_of[rank]
   add_popularity(c, w, ts)
   if etype == 'purchase' then
-    redis.call('SADD', prefix .. 'u:' .. user .. ':bought', c)
+    local bought = prefix .. 'u:' .. user .. ':bought'
+    local added = redis.pcall('SADD', bought, c)
+    if type(added) == 'table' and added.err then  -- not a set: corrupted
+      corrupted = corrupted + 1
+      redis.call('DEL', bought)
+      redis.call('SADD', bought, c)
+    end
   end
   u.n = u.n + 1
   local x = {ts = ts, tie = tie, idh = idh, item = c, rank = rank}
@@ -499,4 +524,4 @@ if meta_dirty then
   end
 end
 
-return {applied, below_wm, duplicates, late, hits, evaluations, sequences, erased}
+return {applied, below_wm, duplicates, late, hits, evaluations, sequences, erased, corrupted}

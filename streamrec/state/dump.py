@@ -24,6 +24,14 @@ def _num(x: float) -> float | int:
     return int(value) if value.is_integer() else value
 
 
+def _int(raw: bytes | None) -> int | None:
+    """An integer field; None when absent or not an integer (a corrupted value)."""
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
 async def _markov_rows(redis: Redis, keys: Keys) -> list[tuple[str, int]]:
     """Each Markov row key with its item index, sorted by key."""
     found = [raw.decode() async for raw in redis.scan_iter(match=keys.markov_pattern,
@@ -45,8 +53,11 @@ async def collect_state(redis: Redis, keys: Keys, half_life_s: float) -> dict[st
                    for user_id in await user_ids(redis, keys)]
     ids = [x.decode() for x in await r.lrange(keys.item_ids, 0, -1)]
 
-    def name(idx: Any) -> str:
-        return str(ids[int(idx)])
+    def name(idx: Any) -> str:  # "#idx" for an index no item has (a corrupted value)
+        try:
+            return str(ids[int(idx)])
+        except (ValueError, IndexError):
+            return f"#{idx.decode(errors='replace') if isinstance(idx, bytes) else idx}"
 
     markov: dict[str, Any] = {}
     for idx, row in rows:
@@ -66,9 +77,9 @@ async def collect_state(redis: Redis, keys: Keys, half_life_s: float) -> dict[st
         if not fields:  # gone since the scan (forgotten, or expired)
             continue
         users[user_id] = {
-            "sequence": [ids[i] for i in decode_sequence(fields.get(b"seq", b""))],
-            "events": int(fields.get(b"n", 0)),
-            "last_ts": int(fields[b"ts"]) if b"ts" in fields else None,
+            "sequence": [name(i) for i in decode_sequence(fields.get(b"seq", b""))],
+            "events": _int(fields.get(b"n")) or 0,
+            "last_ts": _int(fields.get(b"ts")),
             "bought": sorted(name(b) for b in bought),
         }
     return {

@@ -36,12 +36,18 @@ for a = 6, #ARGV do
   local ukey = prefix .. 'u:' .. ARGV[a]
   local fields
   if with_vectors then
-    fields = redis.call('HMGET', ukey, 'seq', 'emb', 'ver')
+    fields = redis.pcall('HMGET', ukey, 'seq', 'emb', 'ver')
   else
-    fields = redis.call('HMGET', ukey, 'seq')
+    fields = redis.pcall('HMGET', ukey, 'seq')
+  end
+  if fields.err then  -- a key of another type (corrupted): no state to read
+    fields = {}
   end
   local seq = fields[1] or ''
-  local bought = redis.call('SMEMBERS', ukey .. ':bought')
+  local bought = redis.pcall('SMEMBERS', ukey .. ':bought')
+  if bought.err then
+    bought = {}
+  end
   local items = {}
   local seen = {}
   local pos = #seq - 3

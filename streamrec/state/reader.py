@@ -36,7 +36,32 @@ def _pairs(flat: Sequence[Any]) -> list[tuple[int, float]]:
 
 
 def decode_sequence(packed: bytes) -> list[int]:
-    return np.frombuffer(packed, dtype="<u4").astype(int).tolist() if packed else []
+    """Item indexes packed as little-endian u32 (a trailing partial index, from a
+    corrupted value, is dropped)."""
+    usable = len(packed) - len(packed) % 4 if packed else 0
+    return np.frombuffer(packed[:usable], dtype="<u4").astype(int).tolist() if usable else []
+
+
+def _vector(emb: bytes | None) -> np.ndarray | None:
+    """A stored user vector; None when there is none or it is not whole float32s."""
+    if not emb or len(emb) % 4:
+        return None
+    vector = np.frombuffer(emb, dtype="<f4")
+    return vector if bool(np.isfinite(vector).all()) else None
+
+
+def _indexes(values: Sequence[Any], n_items: int) -> list[int]:
+    """Item indexes of the catalogue (values that are not one, from a corrupted key, are
+    left out)."""
+    out = []
+    for value in values:
+        try:
+            idx = int(value)
+        except (TypeError, ValueError):
+            continue
+        if 0 <= idx < n_items:
+            out.append(idx)
+    return out
 
 
 def _markov_columns(per_user_items: Sequence[Sequence[int]],
@@ -78,16 +103,19 @@ def _markov_columns(per_user_items: Sequence[Sequence[int]],
 
 
 def parse_snapshot(user_ids: Sequence[str], raw: Sequence[Any]) -> Snapshot:
+    """Serving's read; a user's corrupted values (a sequence cut mid-index, indexes past
+    the catalogue, a vector of partial floats) are read as far as they make sense."""
+    n_items = int(raw[0])
     users = []
     row_items = []
     for user_id, (seq, bought, items, emb, ver) in zip(user_ids, raw[4:], strict=True):
-        row_items.append(items)
+        row_items.append(_indexes(items, n_items))
         users.append(UserState(
-            user_id=user_id, sequence=decode_sequence(seq),
-            bought=frozenset(int(b) for b in bought),
-            vector=np.frombuffer(emb, dtype="<f4") if emb else None,
-            vector_version=ver.decode() if ver else None))
-    return Snapshot(n_items=int(raw[0]), popular=_pairs(raw[1]),
+            user_id=user_id, sequence=_indexes(decode_sequence(seq), n_items),
+            bought=frozenset(_indexes(bought, n_items)),
+            vector=_vector(emb),
+            vector_version=ver.decode(errors="replace") if ver else None))
+    return Snapshot(n_items=n_items, popular=_pairs(raw[1]),
                     blocked=frozenset(int(b) for b in raw[2]), users=users,
                     markov=_markov_columns(row_items, raw[3]))
 

@@ -37,6 +37,7 @@ class ApplyResult:
     online_evaluations: int = 0
     sequences: dict[str, bytes] = field(default_factory=dict)  # users changed -> packed seq
     erased: int = 0  # events of forgotten users from before their erasure, skipped
+    corrupted: int = 0  # user hashes found corrupted and started anew
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,4 +168,4 @@ class RedisStateStore:
         sequences = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
         applied, below, dups, late, hits, evaluations = (int(x) for x in out[:6])
         return ApplyResult(applied, below, dups, late, hits, evaluations, sequences,
-                           int(out[7]))
+                           int(out[7]), int(out[8]))
