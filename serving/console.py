@@ -55,7 +55,8 @@ def event_from_request(body: bytes, now_ms: int) -> tuple[str, bytes]:
     return event.type, value
 
 
-def install_console(app: faust.App, profile: Profile, publish: Publish | None) -> None:
+def install_console(app: faust.App, profile: Profile, publish: Publish | None,
+                    pseudonymize: Callable[[str], str] | None = None) -> None:
     @app.page("/console")
     async def console(self: View, request: Request) -> Response:
         return self.bytes(page(), content_type="text/html")
@@ -63,12 +64,12 @@ def install_console(app: faust.App, profile: Profile, publish: Publish | None) -
     @app.page("/users/{user_id}")
     async def user(self: View, request: Request, user_id: str) -> Response:
         try:
-            found = await profile(user_id)
+            found = await profile(pseudonymize(user_id) if pseudonymize else user_id)
         except TRANSIENT:
             return self.json({"error": "redis unavailable"}, status=503)
         if found is None:
             return self.json({"error": f"no state for user {user_id!r}"}, status=404)
-        return self.json({**found, "try_it": publish is not None})
+        return self.json({**found, "user_id": user_id, "try_it": publish is not None})
 
     @app.page("/events")
     class Events(View):  # type: ignore[misc]

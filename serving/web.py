@@ -22,7 +22,10 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0]
 
 
 def install_views(app: faust.App, role: str, recommender: Recommender | None,
-                  model_version: Callable[[], str | None]) -> None:
+                  model_version: Callable[[], str | None],
+                  pseudonymize: Callable[[str], str] | None = None) -> None:
+    """``pseudonymize``: with pseudonymous ids, callers ask by raw id; the state is read by
+    the pseudonym and the answer names the raw id they asked for."""
     @app.page("/metrics")
     async def metrics_view(self: View, request: Request) -> Response:
         # aiohttp wants the charset apart from the content type
@@ -60,8 +63,10 @@ def install_views(app: faust.App, role: str, recommender: Recommender | None,
                                        f"got {raw_n!r}"}, status=400)
         start = time.perf_counter()
         try:
+            stored_as = pseudonymize(user_id) if pseudonymize is not None else user_id
             message = (await recommender.recommend(
-                [UserUpdate(user_id=user_id, event_id="", ts=0)], n=n))[0].to_dict()
+                [UserUpdate(user_id=stored_as, event_id="", ts=0)], n=n))[0].to_dict()
+            message["user_id"] = user_id
         except TRANSIENT:
             return self.json({"error": "redis unavailable"}, status=503)
         message["trigger"] = {"event_id": None, "ts": None}

@@ -57,15 +57,19 @@ async def _tombstones_again(outbox: Outbox, topic: str, users: Sequence[str]) ->
 
 
 async def process_erasures(batches: AsyncIterator[Batch], eraser: Eraser, outbox: Outbox,
-                           topic: str, acknowledge: Callable[[Batch], None]) -> None:
+                           topic: str, acknowledge: Callable[[Batch], None],
+                           pseudonymize: Callable[[str], str] | None = None) -> None:
     """Forget the users of each batch of erasure requests, deliver their tombstones, then
-    acknowledge the batch (a crash before that forgets them again: harmless)."""
+    acknowledge the batch (a crash before that forgets them again: harmless). Requests
+    name raw ids; with pseudonymous ids, their pseudonyms are forgotten."""
     again: set[asyncio.Task[None]] = set()
     try:
         async for batch in batches:
             users: list[str] = []
             for record in batch:
                 user = requested_user(record.key, record.value)
+                if user is not None and pseudonymize is not None:
+                    user = pseudonymize(user)
                 if user is None:
                     log.warning("erasure request without a user id topic=%s offset=%s",
                                 record.topic, record.offset)

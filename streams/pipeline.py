@@ -13,6 +13,7 @@ background, while the next batch is worked on).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -65,6 +66,8 @@ class EventPath:
     # partition stop its fetching
     idle_ms: float = 0.0
     hold_limit: int = 20_000
+    # privacy.pseudonym_key: user id -> pseudonym, applied before anything is stored or sent
+    pseudonymize: Callable[[str], str] | None = None
 
 
 def _source(record: Record) -> Source:
@@ -90,6 +93,8 @@ async def validate(batch: Batch, path: EventPath, out: Records) -> list[Position
             internal = InvalidEvent("internal_error", "", f"{type(exc).__name__}: {exc}")
             await _dead_letter(path, internal, raw, record, topic_type, out)
             continue
+        if path.pseudonymize is not None:
+            event = dataclasses.replace(event, user_id=path.pseudonymize(event.user_id))
         valid.append(Positioned(record.topic, record.partition, record.offset, event))
         accepted[event.type] += 1
     for kind, n in accepted.items():

@@ -24,18 +24,21 @@ async def _tombstones(producer: AIOKafkaProducer, topic: str, users: Sequence[st
 
 
 async def forget_users(settings: Settings, users: Sequence[str]) -> dict[str, int]:
-    """Forget ``users``; returns the keys deleted per user."""
+    """Forget ``users`` (raw ids; with pseudonymous ids, their pseudonyms are forgotten);
+    returns the keys deleted per user."""
+    pseudonymize = settings.privacy.pseudonymizer()
+    stored = {user: pseudonymize(user) if pseudonymize else user for user in users}
     redis = redis_client(settings.redis)
     producer = AIOKafkaProducer(**aiokafka_options(settings.kafka), acks="all")
     await producer.start()
     try:
         deleted = await Eraser(redis, Keys(settings.redis.prefix)).forget(
-            users, int(time.time() * 1000))
+            list(stored.values()), int(time.time() * 1000))
         topic = settings.topics.recommendations
-        await _tombstones(producer, topic, users)
+        await _tombstones(producer, topic, list(stored.values()))
         await asyncio.sleep(AGAIN_AFTER_S)
-        await _tombstones(producer, topic, users)
-        return deleted
+        await _tombstones(producer, topic, list(stored.values()))
+        return {user: deleted[pseudo] for user, pseudo in stored.items()}
     finally:
         await producer.stop()
         await redis.aclose()

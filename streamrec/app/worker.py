@@ -120,7 +120,8 @@ def _event_path(p: Parts, recommender: Recommender | None) -> Role:
         vectors=UserVectorWriter(UserWriter(p.redis, p.keys), p.models),
         announce_stores_vectors=recommender is not None,
         read_ahead=recommender.read_ahead if recommender is not None else None,
-        idle_ms=w.max_idle_ms, hold_limit=w.hold_limit)
+        idle_ms=w.max_idle_ms, hold_limit=w.hold_limit,
+        pseudonymize=s.privacy.pseudonymizer())
     _watch_topics(p)
 
     def work(source: Source) -> Work:
@@ -266,7 +267,8 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
             await erasures.start()
             try:
                 await process_erasures(erasures.batches(), Eraser(p.redis, p.keys), p.outbox,
-                                       settings.topics.recommendations, erasures.acknowledge)
+                                       settings.topics.recommendations, erasures.acknowledge,
+                                       settings.privacy.pseudonymizer())
             finally:
                 await erasures.stop()
 
@@ -282,11 +284,13 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
             await asyncio.wait(consuming, timeout=STOP_TIMEOUT_S)
 
     p.app.add_before_stop(stop_consuming)
+    pseudonymize = settings.privacy.pseudonymizer()
     install_views(p.app, role, spec.recommender,
-                  lambda: p.models.version or MARKOV_VERSION)
+                  lambda: p.models.version or MARKOV_VERSION, pseudonymize)
     if spec.recommender is not None and settings.serving.console:
         install_console(p.app, partial(user_profile, p.redis, p.keys),
-                        _publisher(p) if settings.serving.console_try_it else None)
+                        _publisher(p) if settings.serving.console_try_it else None,
+                        pseudonymize)
 
     @p.app.timer(interval=settings.worker.lag_interval_s)  # type: ignore[untyped-decorator]
     async def export_consumer_lag() -> None:

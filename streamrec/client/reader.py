@@ -13,6 +13,7 @@ from streamrec.client.loop import LoopThread
 from streamrec.contracts.recommendation import InvalidRecommendation, Recommendation
 from streamrec.kernel.clients import aiokafka_options
 from streamrec.kernel.errors import StreamrecError
+from streamrec.kernel.pseudonyms import pseudonym
 from streamrec.kernel.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,9 @@ class AsyncRecommendationReader:
 
     def __init__(self, bootstrap: str = "127.0.0.1:9092", *,
                  kafka: KafkaSettings | None = None, topic: str | None = None,
-                 from_beginning: bool = False) -> None:
+                 from_beginning: bool = False, pseudonym_key: str | None = None) -> None:
+        """``pseudonym_key``: the workers' ``privacy.pseudonym_key``, when they publish
+        pseudonymous ids; :meth:`wait_for` then takes raw ids."""
         settings = kafka or KafkaSettings(bootstrap=bootstrap)
         self._topic = topic or TopicSettings().recommendations
         self._from_beginning = from_beginning
@@ -33,6 +36,7 @@ class AsyncRecommendationReader:
                                           enable_auto_commit=False, fetch_max_wait_ms=100,
                                           auto_offset_reset="earliest")
         self.skipped = 0
+        self._key = pseudonym_key.encode() if pseudonym_key is not None else None
 
     async def start(self) -> AsyncRecommendationReader:
         """Connect, and fix where reading starts: the beginning, or the lists published
@@ -95,9 +99,10 @@ class AsyncRecommendationReader:
         :class:`StreamrecError` when none came within ``timeout_s``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        published_as = pseudonym(user_id, self._key) if self._key is not None else user_id
         while (left := deadline - loop.time()) > 0:
             found = await self.next(left)
-            if found is not None and found.user_id == user_id and (
+            if found is not None and found.user_id == published_as and (
                     trigger is None or found.trigger_event_id == trigger):
                 return found
         wanted = f" made by event {trigger}" if trigger else ""

@@ -7,11 +7,14 @@ Secrets are ``SecretStr`` and never appear in ``repr`` or logs.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamrec.kernel.pseudonyms import pseudonym
 
 
 class KafkaSettings(BaseModel):
@@ -128,6 +131,19 @@ class TrainerSettings(BaseModel):
                                 description="torch CPU threads while training (None: torch's)")
 
 
+class PrivacySettings(BaseModel):
+    pseudonym_key: SecretStr | None = Field(
+        default=None, description="when set, user ids are replaced by HMAC-SHA256(key, id) "
+        "(128 bits, hex) at ingestion: Redis and streamrec's topics hold pseudonyms only")
+
+    def pseudonymizer(self) -> Callable[[str], str] | None:
+        """The id -> pseudonym function, or None when pseudonyms are off."""
+        if self.pseudonym_key is None:
+            return None
+        key = self.pseudonym_key.get_secret_value().encode()
+        return lambda user_id: pseudonym(user_id, key)
+
+
 class MetricsSettings(BaseModel):
     port: int = Field(default=9464, ge=0, le=65535, description="/metrics port; 0 disables")
 
@@ -191,6 +207,7 @@ class Settings(BaseSettings):
     trainer: TrainerSettings = TrainerSettings()
     metrics: MetricsSettings = MetricsSettings()
     worker: WorkerSettings = WorkerSettings()
+    privacy: PrivacySettings = PrivacySettings()
     log_level: str = "INFO"
 
 
