@@ -106,6 +106,23 @@ def ensure_chromium() -> tuple[str, str]:
     return browser, driver
 
 
+def ensure_redis7() -> str:
+    """Path of a redis-server of version 7 or later built with TLS (Debian's); installs
+    Debian's ``redis-server`` if missing."""
+    def usable(path: str) -> bool:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True,
+                              check=False)
+        version = done.stdout.split("v=")[1].split()[0] if "v=" in done.stdout else "0"
+        return int(version.split(".")[0]) >= 7
+    for candidate in ("/usr/bin/redis-server", shutil.which("redis-server")):
+        if candidate and Path(candidate).exists() and usable(candidate):
+            return candidate
+    _apt_install("redis-server")
+    if Path("/usr/bin/redis-server").exists() and usable("/usr/bin/redis-server"):
+        return "/usr/bin/redis-server"
+    raise OpsToolError("Debian's redis-server installed but /usr/bin/redis-server is not 7+")
+
+
 def ensure_redis_exporter() -> str:
     """Path of redis_exporter; installs Debian's ``prometheus-redis-exporter`` if missing."""
     for name in ("prometheus-redis-exporter", "redis_exporter"):

@@ -125,6 +125,29 @@ def _users(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _redis_acl(args: argparse.Namespace, settings: Settings) -> int:
+    import os  # noqa: PLC0415
+
+    from streamrec.state.access import ROLES, acl_lines  # noqa: PLC0415
+    from streamrec.state.keys import Keys  # noqa: PLC0415
+
+    names = {role: f"STREAMREC_ACL_PASSWORD_{role.upper()}" for role in ROLES}
+    missing = [name for name in names.values() if not os.environ.get(name)]
+    if missing:
+        print(f"streamrec redis-acl: set {', '.join(missing)} (each role's password; the "
+              "file holds their SHA-256 only)", file=sys.stderr)
+        return 2
+    lines = acl_lines(Keys(settings.redis.prefix),
+                      {role: os.environ[name] for role, name in names.items()})
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {len(lines)} ACL users to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _trainer(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.app.trainer import Trainer  # noqa: PLC0415
     from streamrec.kernel import metrics  # noqa: PLC0415
@@ -285,6 +308,10 @@ def parser() -> argparse.ArgumentParser:
     users.add_argument("action", choices=["forget"])
     users.add_argument("ids", nargs="+", help="user ids")
     users.set_defaults(func=_users)
+
+    acl = sub.add_parser("redis-acl", help="Redis ACL users per role (least privilege)")
+    acl.add_argument("--out", help="write the ACL file here instead of stdout")
+    acl.set_defaults(func=_redis_acl)
 
     trainer = sub.add_parser("trainer", help="retrain SASRec on the live sequences and publish")
     trainer.add_argument("--once", action="store_true", help="one round, then exit")

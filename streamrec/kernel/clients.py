@@ -11,9 +11,14 @@ from streamrec.kernel.settings import KafkaSettings, RedisSettings
 
 
 def redis_client(settings: RedisSettings) -> Redis:
+    """The async client of these settings (TLS when the URL is ``rediss://``)."""
     password = settings.password.get_secret_value() if settings.password else None
+    tls: dict[str, Any] = {}
+    if settings.url.startswith("rediss://"):
+        tls = {"ssl_ca_certs": settings.ssl_ca_certs, "ssl_certfile": settings.ssl_certfile,
+               "ssl_keyfile": settings.ssl_keyfile, "ssl_cert_reqs": "required"}
     return Redis.from_url(settings.url, username=settings.username, password=password,
-                          decode_responses=False, health_check_interval=30)
+                          decode_responses=False, health_check_interval=30, **tls)
 
 
 def kafka_ssl_context(settings: KafkaSettings) -> ssl.SSLContext | None:

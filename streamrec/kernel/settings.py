@@ -32,10 +32,16 @@ class KafkaSettings(BaseModel):
 
 
 class RedisSettings(BaseModel):
-    url: str = "redis://127.0.0.1:6379/0"
-    username: str | None = None
+    url: str = Field(default="redis://127.0.0.1:6379/0",
+                     description="rediss://... for TLS (with ssl_ca_certs)")
+    username: str | None = Field(default=None, description="ACL user (see streamrec redis-acl)")
     password: SecretStr | None = None
     prefix: str = "sr:"
+    ssl_ca_certs: str | None = Field(default=None, description="CA file that signed the "
+                                     "server's certificate (TLS)")
+    ssl_certfile: str | None = Field(default=None, description="client certificate, when "
+                                     "the server asks for one (tls-auth-clients)")
+    ssl_keyfile: str | None = None
 
 
 class TopicSettings(BaseModel):
