@@ -21,6 +21,7 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
+from serving.web import Access
 from streamrec.contracts.event import decode_event
 from streamrec.kernel.errors import InvalidEvent
 from streamrec.kernel.retry import TRANSIENT
@@ -56,13 +57,19 @@ def event_from_request(body: bytes, now_ms: int) -> tuple[str, bytes]:
 
 
 def install_console(app: faust.App, profile: Profile, publish: Publish | None,
-                    pseudonymize: Callable[[str], str] | None = None) -> None:
+                    pseudonymize: Callable[[str], str] | None = None,
+                    access: Access | None = None) -> None:
+    """The page is static and open; its API calls carry the token (the page reads it from
+    its URL's fragment, ``/console#token=...``, which browsers never send)."""
+    guard = access or Access()
     @app.page("/console")
     async def console(self: View, request: Request) -> Response:
         return self.bytes(page(), content_type="text/html")
 
     @app.page("/users/{user_id}")
     async def user(self: View, request: Request, user_id: str) -> Response:
+        if not guard.allows(request):
+            return guard.refuse(self)
         try:
             found = await profile(pseudonymize(user_id) if pseudonymize else user_id)
         except TRANSIENT:
@@ -74,6 +81,8 @@ def install_console(app: faust.App, profile: Profile, publish: Publish | None,
     @app.page("/events")
     class Events(View):  # type: ignore[misc]
         async def post(self, request: Request) -> Response:
+            if not guard.allows(request):
+                return guard.refuse(self)
             if publish is None:
                 return self.json({"error": "publishing from the console is off "
                                            "(STREAMREC_SERVING__CONSOLE_TRY_IT=true)"},

@@ -4,8 +4,10 @@ message computed on demand."""
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import faust
 from faust.web import Request, Response, View
@@ -19,20 +21,47 @@ from streamrec.kernel.retry import TRANSIENT
 
 MAX_N = 100
 CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0]
+REFUSED = {"error": "this API needs a bearer token (Authorization: Bearer ...)"}
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call the HTTP API: everyone without a token; with one, requests that carry
+    it (``Authorization: Bearer <token>``), and everyone on /healthz and /metrics when
+    ``open_health``."""
+
+    token: str | None = None
+    open_health: bool = True
+
+    def allows(self, request: Request, health: bool = False) -> bool:
+        if self.token is None or (health and self.open_health):
+            return True
+        given = request.headers.get("Authorization", "").encode()
+        return hmac.compare_digest(given, f"Bearer {self.token}".encode())
+
+    def refuse(self, view: View) -> Response:
+        return view.json(REFUSED, status=401, headers={"WWW-Authenticate": "Bearer"})
 
 
 def install_views(app: faust.App, role: str, recommender: Recommender | None,
                   model_version: Callable[[], str | None],
-                  pseudonymize: Callable[[str], str] | None = None) -> None:
+                  pseudonymize: Callable[[str], str] | None = None,
+                  access: Access | None = None) -> None:
     """``pseudonymize``: with pseudonymous ids, callers ask by raw id; the state is read by
-    the pseudonym and the answer names the raw id they asked for."""
+    the pseudonym and the answer names the raw id they asked for. ``access``: the bearer
+    token, when the API asks for one."""
+    access = access or Access()
     @app.page("/metrics")
     async def metrics_view(self: View, request: Request) -> Response:
+        if not access.allows(request, health=True):
+            return access.refuse(self)
         # aiohttp wants the charset apart from the content type
         return self.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE)
 
     @app.page("/healthz")
     async def healthz(self: View, request: Request) -> Response:
+        if not access.allows(request, health=True):
+            return access.refuse(self)
         ready = metrics.READINESS.ready
         body = {"status": "ok" if ready else "starting", "role": role,
                 "model_version": model_version()}
@@ -40,6 +69,8 @@ def install_views(app: faust.App, role: str, recommender: Recommender | None,
 
     @app.page("/schemas/{name}")
     async def schemas(self: View, request: Request, name: str) -> Response:
+        if not access.allows(request):
+            return access.refuse(self)
         try:
             text = document_text(name)
         except KeyError:
@@ -53,6 +84,8 @@ def install_views(app: faust.App, role: str, recommender: Recommender | None,
 
     @app.page("/recommendations/{user_id}")
     async def recommendations(self: View, request: Request, user_id: str) -> Response:
+        if not access.allows(request):
+            return access.refuse(self)
         raw_n = request.query.get("n", "10")
         try:
             n = int(raw_n)

@@ -65,7 +65,7 @@ def make_app(settings: Settings, group: str) -> App:
         broker_credentials=_credentials(settings),
         web_enabled=settings.metrics.port > 0,
         web_port=settings.metrics.port or 6066,
-        web_bind="0.0.0.0",  # noqa: S104
+        web_bind=settings.metrics.bind,
         web_host=w.web_host,
         datadir=w.data_dir,
         autodiscover=False,

@@ -33,7 +33,7 @@ from recmodels.online import encoder_dtype
 from serving.console import Publish, install_console
 from serving.publisher import serve, serve_inline
 from serving.recommender import MARKOV_VERSION, Recommender
-from serving.web import install_views
+from serving.web import Access, install_views
 from streamrec.app.faust_app import App, install_extensions, make_app
 from streamrec.kernel import metrics
 from streamrec.kernel.allocator import keep_freed_memory
@@ -285,12 +285,14 @@ def build_app(settings: Settings, role: str = "all", ready_file: Path | None = N
 
     p.app.add_before_stop(stop_consuming)
     pseudonymize = settings.privacy.pseudonymizer()
+    token = settings.metrics.token
+    access = Access(token.get_secret_value() if token else None, settings.metrics.open_health)
     install_views(p.app, role, spec.recommender,
-                  lambda: p.models.version or MARKOV_VERSION, pseudonymize)
+                  lambda: p.models.version or MARKOV_VERSION, pseudonymize, access)
     if spec.recommender is not None and settings.serving.console:
         install_console(p.app, partial(user_profile, p.redis, p.keys),
                         _publisher(p) if settings.serving.console_try_it else None,
-                        pseudonymize)
+                        pseudonymize, access)
 
     @p.app.timer(interval=settings.worker.lag_interval_s)  # type: ignore[untyped-decorator]
     async def export_consumer_lag() -> None:

@@ -151,7 +151,16 @@ class PrivacySettings(BaseModel):
 
 
 class MetricsSettings(BaseModel):
+    """The workers' HTTP server: /metrics, /healthz, the API and the console."""
+
     port: int = Field(default=9464, ge=0, le=65535, description="/metrics port; 0 disables")
+    bind: str = Field(default="0.0.0.0", description="address the HTTP server listens on "  # noqa: S104
+                      "(127.0.0.1: this host only)")
+    token: SecretStr | None = Field(
+        default=None, description="bearer token the API asks for (Authorization: Bearer "
+        "...): /recommendations, /users, /events, /schemas; unset: open")
+    open_health: bool = Field(default=True, description="/healthz and /metrics without the "
+                              "token (for probes and Prometheus)")
 
 
 class WorkerSettings(BaseModel):
