@@ -74,15 +74,29 @@ class Pipeline:
                               capture_output=True, text=True, timeout=timeout, check=False)
 
     def start_worker(self, role: str = "all", timeout: float = 90) -> WorkerProcess:
+        worker = self.launch_worker(role)
+        worker.wait_ready(timeout)
+        return worker
+
+    def launch_worker(self, role: str = "all") -> WorkerProcess:
+        """A worker process, started; :func:`start_workers` waits for several at once."""
         env = dict(self.env, STREAMREC_METRICS__PORT=str(free_port()))
         worker = WorkerProcess(env, self.tmp, role=role, name=f"worker{len(self.workers)}")
         self.workers.append(worker)
-        worker.start().wait_ready(timeout)
-        return worker
+        return worker.start()
 
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
+
+
+def start_workers(*wanted: tuple[Pipeline, str], timeout: float = 90) -> list[WorkerProcess]:
+    """Start workers side by side, then wait until each is ready (a start is seconds of
+    imports; one after the other, a test with several workers waits for each in turn)."""
+    workers = [pipeline.launch_worker(role) for pipeline, role in wanted]
+    for worker in workers:
+        worker.wait_ready(timeout)
+    return workers
 
 
 def pipeline_settings(stack: StackInfo, **overrides: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 from infra.processes import WorkerProcess
 from recmodels.datasets import synthetic_stream
 from streams.producer import publish
-from tests.conftest import Pipeline, applied_count, metric_sum, state_of
+from tests.conftest import Pipeline, applied_count, metric_sum, start_workers, state_of
 
 pytestmark = pytest.mark.e2e
 
@@ -49,9 +49,9 @@ def test_two_plus_two_workers_share_partitions_and_match_one_worker(
     events = _events()
     many = make_pipeline(kafka={"partitions": 4}, worker={"lag_interval_s": 1.0})
     one = make_pipeline(kafka={"partitions": 4})
-    stream = [many.start_worker(role="stream"), many.start_worker(role="stream")]
-    serving = [many.start_worker(role="serving"), many.start_worker(role="serving")]
-    one.start_worker(role="all")
+    started = start_workers((many, "stream"), (many, "stream"), (many, "serving"),
+                            (many, "serving"), (one, "all"))
+    stream, serving = started[:2], started[2:4]
     # let the groups settle: each stream worker owns some partitions of the input topics
     t = many.settings.topics
     deadline = time.monotonic() + 60

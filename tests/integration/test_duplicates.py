@@ -14,7 +14,7 @@ import pytest
 
 from recmodels.datasets import Interaction, synthetic_stream
 from streams.producer import publish
-from tests.conftest import Pipeline, applied_count, metric_sum, state_of
+from tests.conftest import Pipeline, applied_count, metric_sum, start_workers, state_of
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +51,7 @@ def test_same_events_published_twice_count_once(make_pipeline: Callable[..., Pip
     events = _events()
     once = make_pipeline(state=WITHIN_WINDOW)
     twice = make_pipeline(state=WITHIN_WINDOW, worker={"consumer": consumer})
-    for p in (once, twice):
-        p.start_worker(role="stream")
+    start_workers((once, "stream"), (twice, "stream"))
     asyncio.run(publish(once.settings, events, N))
     asyncio.run(publish(twice.settings, events, N))
     asyncio.run(publish(twice.settings, events, N))
@@ -85,8 +84,7 @@ def test_topic_by_topic_backlog_gives_the_state_of_time_order(
     ordered, backlog = make_pipeline(), make_pipeline(worker={"consumer": consumer})
     asyncio.run(publish(ordered.settings, by_time, N))
     asyncio.run(publish(backlog.settings, by_topic, N))
-    for p in (ordered, backlog):
-        p.start_worker(role="stream")
+    start_workers((ordered, "stream"), (backlog, "stream"))
     for p in (ordered, backlog):
         _wait_idle(p, N)
     assert applied_count(ordered.settings) == applied_count(backlog.settings) == N
@@ -111,8 +109,7 @@ def test_live_skew_between_topics_gives_the_state_of_time_order(
     assert sum(a.type != b.type for a, b in zip(events, skewed, strict=True)) > n // 10
     ordered, live = make_pipeline(), make_pipeline(worker={"consumer": consumer})
     asyncio.run(publish(ordered.settings, sorted(events, key=lambda e: e.ts), n))
-    for p in (ordered, live):
-        p.start_worker(role="stream")
+    start_workers((ordered, "stream"), (live, "stream"))
     asyncio.run(publish(live.settings, skewed, n, rate=rate))
     for p in (ordered, live):
         _wait_idle(p, n)

@@ -18,7 +18,7 @@ from redis import Redis
 from recmodels.datasets import synthetic_stream
 from streamrec.client import RecommendationReader, pseudonym
 from streams.producer import publish
-from tests.conftest import Pipeline, TopicReader, applied_count, metric_sum
+from tests.conftest import Pipeline, TopicReader, applied_count, metric_sum, start_workers
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +55,7 @@ def _redis_bytes(pipeline: Pipeline) -> list[tuple[str, bytes]]:
 def test_no_raw_user_id_is_stored_or_published_and_raw_ids_still_get_lists(
         make_pipeline: Callable[..., Pipeline]) -> None:
     pipeline = make_pipeline(privacy={"pseudonym_key": KEY})
-    stream = pipeline.start_worker(role="stream")
-    serving = pipeline.start_worker(role="serving")
+    stream, serving = start_workers((pipeline, "stream"), (pipeline, "serving"))
     events = list(synthetic_stream(N, seed=61))
     asyncio.run(publish(pipeline.settings, events, N))
     deadline = time.monotonic() + 90

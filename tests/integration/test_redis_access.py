@@ -140,8 +140,9 @@ def test_each_role_runs_as_its_own_user_over_tls_and_is_refused_the_rest(
                                     STREAMREC_METRICS__PORT=str(free_port())),
                                pipeline.tmp, role=role, name=f"secure-{role}")
         pipeline.workers.append(worker)
-        worker.start().wait_ready(90)
-        workers.append(worker)
+        workers.append(worker.start())
+    for worker in workers:
+        worker.wait_ready(90)
     serving = workers[1]
     events = list(synthetic_stream(N, n_users=150, seed=67))
     asyncio.run(publish(pipeline.settings, events, N))
