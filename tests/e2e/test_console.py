@@ -106,21 +106,12 @@ def test_try_it_shows_the_new_list_within_two_seconds(
     assert status == 200
     assert [i["item_id"] for i in message["items"]] == after
     assert shot.stat().st_size > 10_000
-
-
-def test_the_console_api_refuses_bad_events_and_unknown_users(
-        make_pipeline: Callable[..., Pipeline]) -> None:
-    on = make_pipeline(serving={"console_try_it": True})
-    port = on.start_worker().env["STREAMREC_METRICS__PORT"]
+    # the API behind the page says what is wrong (403 when publishing is off:
+    # tests/integration/test_http_and_produce.py)
     status, body = _get(port, "/events", b'{"user_id": "u", "item_id": "", "type": "click"}')
     assert (status, body["field"]) == (400, "item_id")
     status, body = _get(port, "/events", b'{"user_id": "u", "item_id": "i", "type": "like"}')
     assert (status, body["field"]) == (400, "type")
-    status, body = _get(port, "/events", b"[1]")
-    assert status == 400
+    assert _get(port, "/events", b"[1]")[0] == 400
     status, body = _get(port, "/users/nobody-at-all")
     assert status == 404 and "nobody-at-all" in body["error"]
-    off = make_pipeline()
-    port = off.start_worker().env["STREAMREC_METRICS__PORT"]
-    status, body = _get(port, "/events", b'{"user_id": "u", "item_id": "i", "type": "click"}')
-    assert status == 403 and "CONSOLE_TRY_IT" in body["error"]

@@ -1,6 +1,6 @@
 """The HTTP API behind a bearer token and a bind address: without the token the API
-answers 401 (health and metrics stay open unless told otherwise), with it as before; the
-server listens where it is told."""
+answers 401 (health and metrics stay open; closing them too is tests/unit/test_http_access.py),
+with it as before; the server listens where it is told."""
 
 from __future__ import annotations
 
@@ -57,13 +57,3 @@ def test_the_api_asks_for_the_token_and_health_stays_open(
     assert _status(port, "/metrics") == 200
     assert _status(port, "/console") == 200  # a static page; its calls carry the token
     assert _listening_on(port) == {"0100007F"}  # 127.0.0.1 only
-
-
-def test_health_and_metrics_can_ask_for_the_token_too(
-        make_pipeline: Callable[..., Pipeline]) -> None:
-    pipeline = make_pipeline(metrics={"token": TOKEN, "open_health": False})
-    port = pipeline.start_worker().env["STREAMREC_METRICS__PORT"]
-    for path in ("/healthz", "/metrics"):
-        assert _status(port, path) == 401, path
-        assert _status(port, path, token=TOKEN) == 200, path
-    assert _listening_on(port) == {"00000000"}  # every address, by default

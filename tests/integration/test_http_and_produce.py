@@ -86,6 +86,18 @@ def test_produce_publishes_a_data_set_that_the_worker_applies(
     assert any(u["bought"] for u in state["users"].values()), "purchases arrived too"
 
 
+def test_the_console_does_not_publish_unless_told_to(
+        served: tuple[Pipeline, Stack]) -> None:
+    port = served[0].workers[0].env["STREAMREC_METRICS__PORT"]
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/events", method="POST",
+        data=b'{"user_id": "u", "item_id": "i", "type": "click"}')
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403
+    assert "CONSOLE_TRY_IT" in json.loads(refused.value.read())["error"]
+
+
 def test_healthz_says_ready_with_the_role(served: tuple[Pipeline, Stack]) -> None:
     status, body = _get(served[0].workers[0], "/healthz")
     assert status == 200
