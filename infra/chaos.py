@@ -174,14 +174,17 @@ class ChaosRunner:
                                poll_s=0.01)
         report.redis_crashes.append(self._applied(settings))
         self.stack.stop_service("redis", crash=True)
-        if lose_writes:
-            for path in aof:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            for path in copy.iterdir():
-                (shutil.copytree if path.is_dir() else shutil.copy2)(path,
-                                                                     self.stack.run_dir / path.name)
-        self.stack.up(kafka_port=self.kafka_port, redis_port=self.redis_port)
-        report.lost_on_crash.append(report.redis_crashes[-1] - self._applied(settings))
+        # the worker is frozen while Redis comes back, so that what the restart lost is read
+        # before the worker applies those events again (it would otherwise race the reading)
+        with worker.paused():
+            if lose_writes:
+                for path in aof:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+                for path in copy.iterdir():
+                    (shutil.copytree if path.is_dir() else shutil.copy2)(
+                        path, self.stack.run_dir / path.name)
+            self.stack.up(kafka_port=self.kafka_port, redis_port=self.redis_port)
+            report.lost_on_crash.append(report.redis_crashes[-1] - self._applied(settings))
 
     def _applied(self, settings: Settings) -> int:
         async def read() -> int:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from streamrec.kernel.errors import StreamrecError
@@ -64,6 +65,20 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP the worker for the block, SIGCONT after: it neither reads nor writes
+        meanwhile, and carries on as if it had been slow."""
+        if self.proc is None or not self.running:
+            yield
+            return
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGCONT)
 
     def stop(self, grace_s: float = 15.0) -> None:
         """SIGTERM, then SIGKILL after ``grace_s``."""

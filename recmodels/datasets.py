@@ -72,7 +72,8 @@ def read_ml100k(path: Path) -> list[Interaction]:
 
 
 def read_sequences(path: Path) -> dict[str, list[str]]:
-    """``user item`` lines (Video.txt): each user's items in time order."""
+    """``user item`` lines (Video.txt) or ``user item item ...`` lines (one line per user,
+    as the S3-Rec files): each user's items in time order, lines of a user appended."""
     sequences: dict[str, list[str]] = {}
     try:
         with Path(path).open(encoding="utf-8") as fh:
@@ -80,10 +81,10 @@ def read_sequences(path: Path) -> dict[str, list[str]]:
                 parts = line.split()
                 if not parts:
                     continue
-                if len(parts) != 2:
-                    raise DataError(f"{path}: line {line_no}: expected 'user item', "
-                                    f"got {line.strip()[:60]!r}")
-                sequences.setdefault(parts[0], []).append(parts[1])
+                if len(parts) < 2:
+                    raise DataError(f"{path}: line {line_no}: expected 'user item [item "
+                                    f"...]', got {line.strip()[:60]!r}")
+                sequences.setdefault(parts[0], []).extend(parts[1:])
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
     except UnicodeDecodeError as exc:

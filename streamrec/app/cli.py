@@ -223,8 +223,8 @@ def _data_format(p: argparse.ArgumentParser, extra: tuple[str, ...] = ()) -> Non
     from recmodels.adapters import PRESETS  # noqa: PLC0415
 
     p.add_argument("--format", choices=[*BUILT_IN_FORMATS, *extra, *FILE_FORMATS],
-                   help="ml100k (MovieLens ratings), seq ('user item' lines), or your own "
-                        "csv, jsonl, parquet (with --columns, or a --preset)")
+                   help="ml100k (MovieLens ratings), seq ('user item [item ...]' lines), "
+                        "or your own csv, jsonl, parquet (with --columns, or a --preset)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="a known layout: recbole (.inter), ecommerce (event_time,event_type,"
                         "product_id,...), sessions (session JSONL), retailrocket")

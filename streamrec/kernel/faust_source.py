@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, cast
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
 QUEUE_BATCHES = 4  # lists of events an agent may hand over before it waits
+RESEEK_AFTER_S = 2.0  # a rewound partition that brought nothing back by then is sought again
 
 
 def _record(event: EventT[Any]) -> Record:
@@ -63,6 +65,8 @@ class FaustSource:
         # events above the latter that come before the first one below it were fetched
         # before the seek and are dropped (they come again)
         self._rewound: dict[Partition, tuple[int, int]] = {}
+        self._sought_at: dict[Partition, float] = {}  # monotonic time of a rewind's last seek
+        self._stale: set[Partition] = set()  # rewound, and brought a record from before the seek
         self._seeks: dict[Partition, int] = {}
         self._held: set[Partition] = set()
         self._stopping = False
@@ -102,6 +106,8 @@ class FaustSource:
         # before the rebalance is recognised by its generation and dropped (_accept)
         self._taken.clear()
         self._rewound.clear()
+        self._sought_at.clear()
+        self._stale.clear()
         self._unacked.clear()
         self._seeks.clear()
         self._held.clear()
@@ -139,7 +145,21 @@ class FaustSource:
             batch.ends[part] = m.offset + 1
             batch.append(_record(event))
         batch.lags = self._lags()
+        self._seek_again(time.monotonic())
         return batch
+
+    def _seek_again(self, now: float) -> None:
+        """Seek a rewound partition again when a record fetched before its seek came after
+        it, or when nothing came back for a while.
+
+        Faust's fetcher may be handing out a record fetched before the seek while the seek
+        happens (its hand-over waits while the work is busy); it then sets its read offset
+        past that record and drops every record below it, the ones asked for again
+        included. A second seek, after that record came through, sets it back."""
+        for part, (start, _) in self._rewound.items():
+            if part in self._stale or now - self._sought_at.get(part, now) > RESEEK_AFTER_S:
+                self._seeks[part] = start
+        self._stale.clear()
 
     def _accept(self, part: Partition, offset: int) -> bool:
         """False for events of partitions not owned, already taken, or fetched before a
@@ -149,9 +169,13 @@ class FaustSource:
         rewound = self._rewound.get(part)
         if rewound is not None:
             start, stale_above = rewound
-            if offset > stale_above or offset < start:
+            if offset > stale_above:
+                self._stale.add(part)
+                return False
+            if offset < start:
                 return False
             del self._rewound[part]
+            self._sought_at.pop(part, None)
             return True
         return offset > self._taken.get(part, -1)
 
@@ -216,5 +240,13 @@ class FaustSource:
         if not self._seeks or self._app is None:
             return
         seeks, self._seeks = self._seeks, {}
+        consumer = self._app.consumer
         for part, offset in seeks.items():
-            await self._app.consumer.seek(TP(*part), offset)
+            await consumer.seek(TP(*part), offset)
+            self._sought_at[part] = time.monotonic()
+            # a record from before the seek makes Faust's fetcher mark the offsets between
+            # the seek and it as a gap, which it would commit past: those records are read
+            # again, and the fetcher marks the real gaps again as it reads them
+            gaps = getattr(consumer, "_gap", {}).get(TP(*part))
+            if gaps:
+                gaps.chop(offset, 2 ** 63)

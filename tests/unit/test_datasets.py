@@ -11,6 +11,7 @@ from recmodels.datasets import (
     ml100k_type,
     read_ml100k,
     read_seq_stream,
+    read_sequences,
     read_titles,
     synthetic_stream,
 )
@@ -49,6 +50,18 @@ def test_seq_stream_keeps_each_users_order(tmp_path: Path) -> None:
     assert [e.item_id for e in events if e.user_id == "2"] == ["x", "y"]
     assert [e.ts for e in events] == sorted(e.ts for e in events)
     assert len({e.event_id for e in events}) == 5
+
+
+def test_one_line_per_user_reads_as_the_same_sequences(tmp_path: Path) -> None:
+    """The S3-Rec layout (``user item item ...``) gives what ``user item`` lines give."""
+    per_user, per_event = tmp_path / "u.txt", tmp_path / "e.txt"
+    per_user.write_text("1 a b c\n2 x\n3 y z\n")
+    per_event.write_text("1 a\n1 b\n1 c\n2 x\n3 y\n3 z\n")
+    assert read_sequences(per_user) == read_sequences(per_event) == {
+        "1": ["a", "b", "c"], "2": ["x"], "3": ["y", "z"]}
+    per_user.write_text("1 a b\n7\n")
+    with pytest.raises(DataError, match=r"u.txt: line 2: expected 'user item \[item"):
+        read_sequences(per_user)
 
 
 def test_synthetic_stream_is_seeded_and_has_funnels() -> None:

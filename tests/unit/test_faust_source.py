@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faust.types import TP
+from intervaltree import IntervalTree
 
+from streamrec.kernel import faust_source
 from streamrec.kernel.faust_source import FaustSource
 
 TOPIC = "events.view"
@@ -43,6 +45,7 @@ class Consumer:
         self.positions, self.highwaters = positions, highwaters
         self.sought: list[tuple[TP, int]] = []
         self.full: set[TP] = set()
+        self._gap: dict[TP, IntervalTree] = {}  # Faust's offsets it may commit past
 
     def on_buffer_full(self, tp: TP) -> None:
         self.full.add(tp)
@@ -122,6 +125,40 @@ def test_after_a_rewind_events_fetched_before_the_seek_are_dropped() -> None:
     assert [r.offset for r in batch] == list(range(20, 32))
     asyncio.run(source._apply_seeks())
     assert consumer.sought == [(TP(TOPIC, 0), 20)]
+
+
+def test_a_rewind_whose_records_faust_then_dropped_is_sought_again() -> None:
+    """A record fetched before the seek that Faust hands out after it moves Faust's read
+    offset past the records asked for again (it drops them) and marks them as a gap it may
+    commit past: the source seeks again once that record came, and clears the gap."""
+    source, consumer = _source()
+    tp = TP(TOPIC, 0)
+    source._batch(_events(0, range(10, 30)))
+    source.rewind({(TOPIC, 0): 20})
+    asyncio.run(source._apply_seeks())
+    consumer._gap[tp] = IntervalTree.from_tuples([(21, 35)])  # as Faust's fetcher marks it
+    assert list(source._batch(_events(0, range(30, 35)))) == []
+    asyncio.run(source._apply_seeks())
+    assert consumer.sought == [(tp, 20), (tp, 20)]
+    assert not consumer._gap[tp]
+    batch = source._batch(_events(0, range(20, 32)))
+    assert [r.offset for r in batch] == list(range(20, 32))
+    asyncio.run(source._apply_seeks())
+    assert len(consumer.sought) == 2, "nothing more to seek once the records came back"
+
+
+def test_a_rewind_that_brings_nothing_back_is_sought_again_after_a_while() -> None:
+    source, consumer = _source()
+    source._batch(_events(1, range(10, 30)))
+    source.rewind({(TOPIC, 1): 12})
+    asyncio.run(source._apply_seeks())
+    source._batch([])
+    asyncio.run(source._apply_seeks())
+    assert len(consumer.sought) == 1, "not before RESEEK_AFTER_S"
+    source._sought_at[(TOPIC, 1)] -= faust_source.RESEEK_AFTER_S + 0.1
+    source._batch([])
+    asyncio.run(source._apply_seeks())
+    assert consumer.sought == [(TP(TOPIC, 1), 12)] * 2
 
 
 def test_events_of_partitions_not_owned_or_already_taken_are_dropped() -> None:
