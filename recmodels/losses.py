@@ -97,7 +97,7 @@ def batch_loss(model: SASRec, inputs: torch.Tensor, targets: torch.Tensor,
     hidden = model.encode(inputs)
     real = targets != 0
     h, t = hidden[real], targets[real]
-    if config.loss == "sampled":
+    if config.loss_for(model.n_items) == "sampled":
         return sampled_softmax_loss(model, h, t, config.n_negatives, generator)
     bf16 = config.cpu_bf16 and hidden.device.type == "cpu" and cpu_bf16_supported()
     return full_softmax_loss(model, h, t, bf16=bf16)

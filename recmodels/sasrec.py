@@ -25,7 +25,8 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 Norm = Literal["pre", "post"]
-Loss = Literal["ce", "sampled"]
+Loss = Literal["auto", "ce", "sampled"]
+SelectProtocol = Literal["full", "sampled"]
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,10 @@ class SASRecConfig:
     ffn_mult: int = 1
     dropout: float = 0.5
     norm: Norm = "pre"
-    loss: Loss = "ce"
-    n_negatives: int = 1024  # only for loss="sampled": shared uniform negatives per batch
+    # auto: full softmax ("ce") up to sampled_above_items items, sampled softmax above
+    loss: Loss = "auto"
+    sampled_above_items: int = 15_000
+    n_negatives: int = 1024  # sampled softmax: uniform negatives shared by the batch
     cpu_bf16: bool = True  # bf16 matmuls in the CPU full-softmax loss when the CPU has bf16
     lr: float = 2e-3
     weight_decay: float = 0.0  # decoupled (AdamW)
@@ -53,6 +56,9 @@ class SASRecConfig:
     patience: int = 3  # evaluations without improvement before stopping
     plateau_decay: float = 0.3  # learning rate x this after an evaluation without improvement
     select_metric: str = "ndcg@10"
+    # the validation protocol selection and early stopping read: full ranking (every item,
+    # history excluded) matches what serving does; sampled (100 negatives) is the papers'
+    select_protocol: SelectProtocol = "full"
     refit: bool = False  # after selection, retrain on train + valid items for the test stage
     seed: int = 42
 
@@ -61,15 +67,25 @@ class SASRecConfig:
             raise ValueError(f"SASRecConfig: hidden={self.hidden} is not divisible by "
                              f"n_heads={self.n_heads}")
         for name in ("max_len", "hidden", "n_blocks", "n_heads", "ffn_mult", "batch_size",
-                     "n_negatives", "max_epochs", "eval_every"):
+                     "n_negatives", "sampled_above_items", "max_epochs", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SASRecConfig: {name} must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"SASRecConfig: dropout must be in [0, 1), got {self.dropout}")
         if self.norm not in ("pre", "post"):
             raise ValueError(f"SASRecConfig: norm must be 'pre' or 'post', got {self.norm!r}")
-        if self.loss not in ("ce", "sampled"):
-            raise ValueError(f"SASRecConfig: loss must be 'ce' or 'sampled', got {self.loss!r}")
+        if self.select_protocol not in ("full", "sampled"):
+            raise ValueError("SASRecConfig: select_protocol must be 'full' or 'sampled', got "
+                             f"{self.select_protocol!r}")
+        if self.loss not in ("auto", "ce", "sampled"):
+            raise ValueError("SASRecConfig: loss must be 'auto', 'ce' or 'sampled', got "
+                             f"{self.loss!r}")
+
+    def loss_for(self, n_items: int) -> Literal["ce", "sampled"]:
+        """The loss trained with on a catalogue of ``n_items`` (``auto`` resolved)."""
+        if self.loss == "auto":
+            return "sampled" if n_items > self.sampled_above_items else "ce"
+        return self.loss
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

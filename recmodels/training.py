@@ -1,9 +1,10 @@
 """Training SASRec: a function that returns a :class:`Checkpoint`.
 
-Model selection and early stopping use the validation split only (sampled protocol,
-``config.select_metric``); the test split is never looked at here. Training stops at
-``max_epochs``, after ``patience`` evaluations without improvement, or before an epoch
-that would not finish inside the wall-clock budget.
+Model selection and early stopping use the validation split only
+(``config.select_protocol`` and ``config.select_metric``; both protocols are recorded per
+epoch); the test split is never looked at here. Training stops at ``max_epochs``, after
+``patience`` evaluations without improvement, or before an epoch that would not finish
+inside the wall-clock budget.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from recmodels.checkpoint import Checkpoint
-from recmodels.evaluation import EvalConfig, Evaluator
+from recmodels.evaluation import EvalConfig, EvalProtocol, Evaluator
 from recmodels.losses import batch_loss
 from recmodels.parallel import SINGLE, Workers
 from recmodels.sasrec import SASRec, SASRecConfig, SASRecRecommender
@@ -196,6 +197,11 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
     evaluator = evaluator or default_evaluator(split)
     data = training_data(split.training_sequences("valid"), config.max_len)
     runner = _EpochRunner(model, data, config, dev, progress, workers)
+    loss = config.loss_for(split.n_items)
+    if workers.main:
+        log.info("train: loss=%s%s (%d items)", loss,
+                 f" with {config.n_negatives} negatives" if loss == "sampled" else "",
+                 split.n_items)
     refit_ratio = REFIT_DATA_RATIO if reserve_for_refit else 0.0
     history: list[dict[str, float]] = []
     best_score, best_epoch, stale = -math.inf, 0, 0
@@ -213,12 +219,19 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
         row: dict[str, float] = {"epoch": float(epoch), "loss": runner.run(epoch)}
         train_seconds += clock() - epoch_start
         if epoch % config.eval_every == 0 or epoch == config.max_epochs:
-            shard = evaluator.evaluate(SASRecRecommender(model), "valid", "sampled",
-                                       shard=(workers.rank, workers.world))
-            names = sorted({*(k for k in shard if "@10" in k), config.select_metric})
-            metrics = workers.mean_of_shards(shard, names)
-            row.update({f"valid_{k}": v for k, v in metrics.items() if "@10" in k})
-            score = workers.decide(metrics[config.select_metric])
+            recommender = SASRecRecommender(model)
+            selected = 0.0
+            protocols: tuple[tuple[EvalProtocol, str], ...] = (("sampled", "valid_"),
+                                                                ("full", "valid_full_"))
+            for protocol, prefix in protocols:
+                shard = evaluator.evaluate(recommender, "valid", protocol,
+                                           shard=(workers.rank, workers.world))
+                names = sorted({*(k for k in shard if "@10" in k), config.select_metric})
+                metrics = workers.mean_of_shards(shard, names)
+                row.update({f"{prefix}{k}": v for k, v in metrics.items() if "@10" in k})
+                if protocol == config.select_protocol:
+                    selected = metrics[config.select_metric]
+            score = workers.decide(selected)
             if score > best_score:
                 best_score, best_epoch, stale = score, epoch, 0
                 best_state = _state(model)
@@ -231,9 +244,11 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
         history.append(row)
         slowest_epoch = max(slowest_epoch, clock() - epoch_start)
         if workers.main:
-            log.info("train epoch=%d loss=%.4f valid_hr@10=%.4f valid_ndcg@10=%.4f t=%.0fs",
-                     epoch, row["loss"], row.get("valid_hr@10", math.nan),
-                     row.get("valid_ndcg@10", math.nan), row["seconds"])
+            log.info("train epoch=%d loss=%.4f valid sampled hr@10=%.4f ndcg@10=%.4f, full "
+                     "hr@10=%.4f ndcg@10=%.4f t=%.0fs", epoch, row["loss"],
+                     row.get("valid_hr@10", math.nan), row.get("valid_ndcg@10", math.nan),
+                     row.get("valid_full_hr@10", math.nan),
+                     row.get("valid_full_ndcg@10", math.nan), row["seconds"])
         if stale >= config.patience:
             log.info("train: early stop at epoch %d (best %d)", epoch, best_epoch)
             break
@@ -242,7 +257,8 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
         best_state, best_epoch = _state(model), len(history)
     meta = {"best_epoch": best_epoch, "train_seconds": clock() - started,
             "epoch_seconds": train_seconds / max(len(history), 1),
-            "device": dev.type, "select_metric": config.select_metric,
+            "device": dev.type, "loss": loss,
+            "select_metric": f"{config.select_protocol} {config.select_metric}",
             "best_valid": best_score if math.isfinite(best_score) else None,
             "processes": workers.world, "lr_factor": workers.lr_factor}
     return Checkpoint(config, split.vocab, best_state, history, meta)
@@ -309,7 +325,8 @@ def write_report(directory: str | Path, checkpoint: Checkpoint,
 
 
 def plot_learning_curves(history: Sequence[dict[str, float]], path: Path) -> bool:
-    """Training loss and validation HR@10 / NDCG@10 per epoch; False without matplotlib."""
+    """Training loss, and validation HR@10 / NDCG@10 per epoch under both protocols;
+    False without matplotlib."""
     try:
         import matplotlib as mpl  # noqa: PLC0415 - optional dependency
 
@@ -319,15 +336,20 @@ def plot_learning_curves(history: Sequence[dict[str, float]], path: Path) -> boo
         log.warning("matplotlib not installed: no learning-curve plot at %s", path)
         return False
     epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_valid) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_loss, ax_sampled, ax_full) = plt.subplots(1, 3, figsize=(15, 4))
     ax_loss.plot(epochs, [row["loss"] for row in history], marker=".")
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
-    for key in ("valid_hr@10", "valid_ndcg@10"):
-        points = [(row["epoch"], row[key]) for row in history if key in row]
-        if points:
-            ax_valid.plot(*zip(*points, strict=True), marker=".", label=key[6:])
-    ax_valid.set(xlabel="epoch", ylabel="validation (sampled)", title="validation")
-    ax_valid.legend()
+    for ax, prefix, title in ((ax_sampled, "valid_", "validation, sampled (100 negatives)"),
+                              (ax_full, "valid_full_", "validation, full ranking")):
+        for metric in ("hr@10", "ndcg@10"):
+            points = [(row["epoch"], row[prefix + metric]) for row in history
+                      if prefix + metric in row]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker=".", label=metric)
+        ax.set(xlabel="epoch", ylabel=title.split(",")[0], title=title)
+        ax.legend()
+    if history and "seconds" in history[-1]:
+        ax_loss.set_title(f"loss ({len(history)} epochs in {history[-1]['seconds']:.0f} s)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -334,8 +334,10 @@ def parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="evaluate a model with the offline protocol")
     evaluate.add_argument("--data", required=True)
     _data_format(evaluate)
-    evaluate.add_argument("--model", choices=["popularity", "markov", "sasrec"], required=True)
-    evaluate.add_argument("--checkpoint", help="checkpoint folder (sasrec)")
+    evaluate.add_argument("--model", choices=["popularity", "markov", "sasrec", "hybrid"],
+                          required=True, help="hybrid: Markov counts smoothed towards the "
+                          "SASRec checkpoint, its strength chosen on validation")
+    evaluate.add_argument("--checkpoint", help="checkpoint folder (sasrec, hybrid)")
     evaluate.add_argument("--json-out", required=True)
     evaluate.set_defaults(func=_evaluate)
 

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from recmodels.adapters import BadRows, Layout, user_sequences
-from recmodels.baselines import BaselineName, fit_baseline
+from recmodels.baselines import BaselineName, MarkovRecommender, fit_baseline
 from recmodels.checkpoint import Checkpoint, CheckpointError
 from recmodels.evaluation import EvalConfig, EvalProtocol, Evaluator, Metrics
+from recmodels.hybrid import SmoothedMarkov, select_strength
 from recmodels.interface import Recommender
 from recmodels.parallel import join
 from recmodels.sasrec import SASRecConfig
@@ -30,10 +31,13 @@ from streamrec.kernel.errors import DataError
 
 log = logging.getLogger(__name__)
 
-MODELS = ("popularity", "markov", "sasrec")
+MODELS = ("popularity", "markov", "sasrec", "hybrid")
 STAGES: tuple[Stage, ...] = ("valid", "test")
 PROTOCOLS: tuple[EvalProtocol, ...] = ("sampled", "full")
 Results = dict[str, dict[str, Metrics]]
+# users validated after each epoch (a seeded sample, the same every epoch); the final
+# evaluation takes every user
+VALID_USERS_PER_EPOCH = 10_000
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -94,6 +98,34 @@ def evaluate_recommender(evaluator: Evaluator, model: Recommender | None = None,
     return results
 
 
+def evaluate_hybrid(evaluator: Evaluator, sequence: Recommender,
+                    item_embeddings: torch.Tensor | None = None,
+                    selection_users: int = 5000) -> tuple[Results, dict[str, Any]]:
+    """Markov smoothed towards ``sequence`` (:mod:`recmodels.hybrid`), its strength chosen
+    by full-ranking NDCG@10 on the validation split (a seeded sample of
+    ``selection_users``), then evaluated like every model. Returns the results and the
+    selection (strength, and the validation score of each one tried)."""
+    split = evaluator.split
+    chooser = Evaluator(split, EvalConfig(ks=(10,), max_users=selection_users))
+    valid_markov = fit_baseline("markov", split, "valid")
+    assert isinstance(valid_markov, MarkovRecommender)
+    chosen = select_strength(
+        valid_markov, sequence,
+        lambda model: chooser.evaluate(model, "valid", "full")["ndcg@10"])
+    results: Results = {}
+    for stage in STAGES:
+        markov = fit_baseline("markov", split, stage)
+        assert isinstance(markov, MarkovRecommender)
+        hybrid = SmoothedMarkov(markov, sequence, chosen.strength)
+        results[stage] = {protocol: evaluator.evaluate(hybrid, stage, protocol,
+                                                       item_embeddings)
+                          for protocol in PROTOCOLS}
+    selection = {"strength": chosen.strength, "selected_on": "valid full ndcg@10",
+                 "selection_users": len(chooser.users),
+                 "valid_ndcg@10_by_strength": {str(k): v for k, v in chosen.valid.items()}}
+    return results, selection
+
+
 def format_table(rows: dict[str, Results], ks: tuple[int, ...] = (10,)) -> str:
     """Plain-text table: one line per model and stage, HR/NDCG@K sampled and full."""
     head = ["model", "stage"] + [f"{proto[:4]} {m}@{k}" for proto in PROTOCOLS
@@ -138,7 +170,8 @@ def train_main(data: str, fmt: str | Layout, time_budget: float, out: str, *, se
               f"device={dev.type}, processes={workers.world}, budget={budget:.0f}s, "
               f"refit={config.refit}")
     selected = train(split, config, time_budget_s=budget, device=dev,
-                     evaluator=Evaluator(split, EvalConfig(ks=(10,))),
+                     evaluator=Evaluator(split, EvalConfig(ks=(10,),
+                                                           max_users=VALID_USERS_PER_EPOCH)),
                      reserve_for_refit=config.refit, progress=progress, workers=workers)
     final = selected
     if config.refit:
@@ -176,22 +209,28 @@ def train_main(data: str, fmt: str | Layout, time_budget: float, out: str, *, se
 
 def evaluate_main(data: str, fmt: str | Layout, model: str, checkpoint: str | None,
                   json_out: str) -> int:
-    """Evaluate one model (popularity, markov or a SASRec checkpoint) on valid and test,
-    sampled and full protocols; print a table and write the metrics as JSON."""
+    """Evaluate one model (popularity, markov, a SASRec checkpoint, or the hybrid of Markov
+    and a SASRec checkpoint) on valid and test, sampled and full protocols; print a table
+    and write the metrics as JSON."""
     if model not in MODELS:
         print(f"streamrec evaluate: model {model!r}: expected one of {', '.join(MODELS)}",
               file=sys.stderr)
         return 2
+    extra: dict[str, Any] = {}
     try:
-        if model == "sasrec":
+        if model in ("sasrec", "hybrid"):
             if checkpoint is None:
-                raise DataError("model 'sasrec' needs --checkpoint DIR")
+                raise DataError(f"model {model!r} needs --checkpoint DIR")
             loaded = Checkpoint.load(checkpoint)
             split = load_split(data, fmt, loaded.vocab)
             recommender = loaded.recommender(pick_device(None))
-            results = evaluate_recommender(
-                Evaluator(split), recommender,
-                item_embeddings=recommender.item_embeddings().cpu())
+            embeddings = recommender.item_embeddings().cpu()
+            if model == "sasrec":
+                results = evaluate_recommender(Evaluator(split), recommender,
+                                               item_embeddings=embeddings)
+            else:
+                results, extra["hybrid"] = evaluate_hybrid(Evaluator(split), recommender,
+                                                           embeddings)
         else:
             split = load_split(data, fmt)
             name: BaselineName = "popularity" if model == "popularity" else "markov"
@@ -200,7 +239,10 @@ def evaluate_main(data: str, fmt: str | Layout, model: str, checkpoint: str | No
         print(f"streamrec evaluate: {exc}", file=sys.stderr)
         return 2
     Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(json_out).write_text(json.dumps({"model": model, "data": str(data), **results},
-                                         indent=2), encoding="utf-8")
+    Path(json_out).write_text(json.dumps({"model": model, "data": str(data), **results,
+                                          **extra}, indent=2), encoding="utf-8")
     print(format_table({model: results}))
+    if "hybrid" in extra:
+        print(f"hybrid strength {extra['hybrid']['strength']:g}, chosen by "
+              f"{extra['hybrid']['selected_on']}")
     return 0
