@@ -45,7 +45,7 @@ class SASRecConfig:
     norm: Norm = "pre"
     # auto: full softmax ("ce") up to sampled_above_items items, sampled softmax above
     loss: Loss = "auto"
-    sampled_above_items: int = 15_000
+    sampled_above_items: int = 30_000
     n_negatives: int = 1024  # sampled softmax: uniform negatives shared by the batch
     cpu_bf16: bool = True  # bf16 matmuls in the CPU full-softmax loss when the CPU has bf16
     lr: float = 2e-3
