@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 
@@ -108,19 +108,35 @@ class MarkovRecommender:
         return dict(zip(self._successors[lo:hi].tolist(),
                         self._counts[lo:hi].astype(int).tolist(), strict=True))
 
-    def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        out = np.tile(self._tiebreak, (len(histories), 1))
+    def rows(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """The counts out of each history's last item, dense ``[n, n_items + 1]``, and
+        their totals ``[n]`` (float32; zeros for an empty history or an unknown item)."""
+        counts = np.zeros((len(histories), len(self._tiebreak)), dtype=np.float32)
+        totals = np.zeros(len(histories), dtype=np.float32)
         for row, history in enumerate(histories):
-            if not history:
-                continue
-            last = history[-1]
+            last = history[-1] if history else 0
             if not 0 < last <= self.n_items:
                 continue
             lo, hi = self._indptr[last], self._indptr[last + 1]
-            out[row, self._successors[lo:hi]] += self._counts[lo:hi]
-        return out
+            counts[row, self._successors[lo:hi]] = self._counts[lo:hi]
+            totals[row] = self._counts[lo:hi].sum()
+        return counts, totals
+
+    def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        counts, _ = self.rows(histories)
+        scores: np.ndarray = counts + self._tiebreak
+        return scores
 
 
+@overload
+def fit_baseline(name: Literal["popularity"], split: LeaveOneOutSplit,
+                 stage: Stage) -> PopularityRecommender: ...
+@overload
+def fit_baseline(name: Literal["markov"], split: LeaveOneOutSplit,
+                 stage: Stage) -> MarkovRecommender: ...
+@overload
+def fit_baseline(name: BaselineName, split: LeaveOneOutSplit,
+                 stage: Stage) -> PopularityRecommender | MarkovRecommender: ...
 def fit_baseline(name: BaselineName, split: LeaveOneOutSplit,
                  stage: Stage) -> PopularityRecommender | MarkovRecommender:
     """A baseline fit by the documented policy (see the module docstring) for ``stage``."""

@@ -35,6 +35,7 @@ from recmodels.split import LeaveOneOutSplit, Stage
 log = logging.getLogger(__name__)
 
 EvalProtocol = Literal["sampled", "full"]
+PROTOCOLS: tuple[EvalProtocol, ...] = ("sampled", "full")
 Ties = Literal["average", "optimistic", "pessimistic"]
 Metrics = dict[str, float]
 
@@ -155,21 +156,28 @@ class Evaluator:
         """Mean metrics over the evaluated users for one stage and protocol. ``shard``
         ``(i, n)``: only every n-th user from the i-th (data-parallel evaluation: the
         shards' means weighted by their ``users`` give the whole's)."""
+        return self.evaluate_protocols(model, stage, (protocol,), item_embeddings, progress,
+                                       shard)[protocol]
+
+    def evaluate_protocols(self, model: Recommender, stage: Stage = "test",
+                           protocols: Sequence[EvalProtocol] = PROTOCOLS,
+                           item_embeddings: torch.Tensor | None = None,
+                           progress: Callable[[int], None] | None = None,
+                           shard: tuple[int, int] = (0, 1)) -> dict[EvalProtocol, Metrics]:
+        """:meth:`evaluate` under several protocols from one scoring pass (the model
+        scores each history once)."""
         if model.n_items != self.split.n_items:
             raise ValueError(f"evaluate: model scores {model.n_items} items, "
                              f"split has {self.split.n_items}")
         cases = self.cases(stage)
-        negatives = self.negatives(stage) if protocol == "sampled" else None
+        negatives = self.negatives(stage) if "sampled" in protocols else None
         part, parts = shard
         if parts > 1:
             cases = _Cases(cases.users[part::parts], cases.histories[part::parts],
                            cases.targets[part::parts])
             negatives = None if negatives is None else negatives[part::parts]
-        max_k = max(self.config.ks)
-        ranks: list[np.ndarray] = []
-        recommended = torch.zeros(self.split.n_items + 1, dtype=torch.bool)
-        coverage: dict[int, torch.Tensor] = {k: recommended.clone() for k in self.config.ks}
-        diversity: dict[int, list[float]] = {k: [] for k in self.config.ks}
+        ranks: dict[EvalProtocol, list[np.ndarray]] = {p: [] for p in protocols}
+        top = _TopLists(self.split.n_items, self.config.ks, item_embeddings)
         bs = self.config.batch_size
         for start in range(0, len(cases.targets), bs):
             histories = cases.histories[start:start + bs]
@@ -180,27 +188,51 @@ class Evaluator:
             if negatives is not None:
                 neg = torch.from_numpy(negatives[start:start + bs])
                 others = torch.nan_to_num(scores.gather(1, neg), nan=float("-inf"))
-                ranks.append(_rank(target_scores, others, self.config.ties).numpy())
-            else:
+                ranks["sampled"].append(_rank(target_scores, others, self.config.ties).numpy())
+            if "full" in protocols:
                 masked = scores.masked_fill(exclusion_mask(histories, scores.shape[1]),
                                             float("-inf"))
                 torch.nan_to_num_(masked, nan=float("-inf"))
-                items = torch.topk(masked, min(max_k, masked.shape[1]), dim=1).indices
-                for k in self.config.ks:
-                    coverage[k][items[:, :k].reshape(-1)] = True
-                    if item_embeddings is not None:
-                        diversity[k].append(intra_list_diversity(
-                            items[:, :k], item_embeddings.cpu()) * items.shape[0])
+                top.add(masked)
                 masked.scatter_(1, targets[:, None], float("-inf"))  # target vs. the rest
-                ranks.append(_rank(target_scores, masked, self.config.ties).numpy())
+                ranks["full"].append(_rank(target_scores, masked, self.config.ties).numpy())
             if progress is not None:
                 progress(len(histories))
-        all_ranks = np.concatenate(ranks) if ranks else np.empty(0)
-        out = rank_metrics(all_ranks, self.config.ks)
-        if protocol == "full":
-            for k in self.config.ks:
-                out[f"coverage@{k}"] = float(coverage[k][1:].sum()) / self.split.n_items
-                if item_embeddings is not None and len(all_ranks):
-                    out[f"diversity@{k}"] = sum(diversity[k]) / len(all_ranks)
-        log.debug("evaluate stage=%s protocol=%s users=%d", stage, protocol, len(all_ranks))
+        out: dict[EvalProtocol, Metrics] = {}
+        for protocol in protocols:
+            all_ranks = np.concatenate(ranks[protocol]) if ranks[protocol] else np.empty(0)
+            out[protocol] = rank_metrics(all_ranks, self.config.ks)
+            if protocol == "full":
+                out[protocol].update(top.metrics(len(all_ranks)))
+            log.debug("evaluate stage=%s protocol=%s users=%d", stage, protocol,
+                      len(all_ranks))
+        return out
+
+
+class _TopLists:
+    """Catalogue coverage@K and intra-list diversity@K of the full-ranking top-K lists."""
+
+    def __init__(self, n_items: int, ks: Sequence[int],
+                 item_embeddings: torch.Tensor | None) -> None:
+        self.n_items = n_items
+        self.ks = tuple(ks)
+        self.embeddings = None if item_embeddings is None else item_embeddings.cpu()
+        self.listed = {k: torch.zeros(n_items + 1, dtype=torch.bool) for k in self.ks}
+        self.diversity: dict[int, float] = dict.fromkeys(self.ks, 0.0)
+
+    def add(self, masked: torch.Tensor) -> None:
+        """One batch of scores, the history already excluded (-inf)."""
+        items = torch.topk(masked, min(max(self.ks), masked.shape[1]), dim=1).indices
+        for k in self.ks:
+            self.listed[k][items[:, :k].reshape(-1)] = True
+            if self.embeddings is not None:
+                self.diversity[k] += intra_list_diversity(items[:, :k],
+                                                          self.embeddings) * items.shape[0]
+
+    def metrics(self, n_lists: int) -> Metrics:
+        out: Metrics = {}
+        for k in self.ks:
+            out[f"coverage@{k}"] = float(self.listed[k][1:].sum()) / self.n_items
+            if self.embeddings is not None and n_lists:
+                out[f"diversity@{k}"] = self.diversity[k] / n_lists
         return out

@@ -43,17 +43,31 @@ class SmoothedMarkov:
         logits = as_float_tensor(self.sequence.score(histories)).clone()
         logits[:, 0] = float("-inf")  # padding
         prior = torch.softmax(logits, dim=1)
-        counts = torch.zeros_like(prior)
-        totals = torch.zeros(len(histories))
-        for row, history in enumerate(histories):
-            transitions = self.markov.transitions(history[-1]) if history else {}
-            if transitions:
-                counts[row, torch.tensor(list(transitions))] = torch.tensor(
-                    list(transitions.values()), dtype=counts.dtype)
-                totals[row] = float(sum(transitions.values()))
+        dense, row_totals = self.markov.rows(histories)
+        counts, totals = torch.from_numpy(dense), torch.from_numpy(row_totals)
         if self.strength == 0.0:  # counts first, the prior only orders their ties
             return counts + prior * 1e-3
         return (counts + self.strength * prior) / (totals + self.strength)[:, None]
+
+
+class CachedScores:
+    """A :class:`Recommender` that scores each batch of histories once: ``model``'s
+    scores are kept by the batch's content, for a selection that scores the same
+    histories many times (they are not to be changed in place)."""
+
+    def __init__(self, model: Recommender) -> None:
+        self.model = model
+        self._scores: dict[tuple[tuple[int, ...], ...], torch.Tensor] = {}
+
+    @property
+    def n_items(self) -> int:
+        return self.model.n_items
+
+    def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        key = tuple(tuple(history) for history in histories)
+        if key not in self._scores:
+            self._scores[key] = as_float_tensor(self.model.score(histories))
+        return self._scores[key]
 
 
 @dataclass(frozen=True)
@@ -67,7 +81,8 @@ def select_strength(markov: MarkovRecommender, sequence: Recommender,
                     strengths: Sequence[float] = STRENGTHS) -> Selection:
     """The strength with the best ``validate`` score (validation split only; ties go to
     the smaller strength, the one nearer to counting)."""
-    scores = {s: validate(SmoothedMarkov(markov, sequence, s)) for s in strengths}
+    once = CachedScores(sequence)  # every strength scores the same histories
+    scores = {s: validate(SmoothedMarkov(markov, once, s)) for s in strengths}
     best = max(scores, key=lambda s: (scores[s], -s))
     return Selection(best, scores)
 

@@ -221,11 +221,11 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
         if epoch % config.eval_every == 0 or epoch == config.max_epochs:
             recommender = SASRecRecommender(model)
             selected = 0.0
-            protocols: tuple[tuple[EvalProtocol, str], ...] = (("sampled", "valid_"),
-                                                                ("full", "valid_full_"))
-            for protocol, prefix in protocols:
-                shard = evaluator.evaluate(recommender, "valid", protocol,
-                                           shard=(workers.rank, workers.world))
+            prefixes: dict[EvalProtocol, str] = {"sampled": "valid_", "full": "valid_full_"}
+            shards = evaluator.evaluate_protocols(recommender, "valid", tuple(prefixes),
+                                                  shard=(workers.rank, workers.world))
+            for protocol, shard in shards.items():
+                prefix = prefixes[protocol]
                 names = sorted({*(k for k in shard if "@10" in k), config.select_metric})
                 metrics = workers.mean_of_shards(shard, names)
                 row.update({f"{prefix}{k}": v for k, v in metrics.items() if "@10" in k})

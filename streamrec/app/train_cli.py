@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from recmodels.adapters import BadRows, Layout, user_sequences
-from recmodels.baselines import BaselineName, MarkovRecommender, fit_baseline
+from recmodels.baselines import BaselineName, fit_baseline
 from recmodels.checkpoint import Checkpoint, CheckpointError
-from recmodels.evaluation import EvalConfig, EvalProtocol, Evaluator, Metrics
+from recmodels.evaluation import PROTOCOLS, EvalConfig, Evaluator, Metrics
 from recmodels.hybrid import SmoothedMarkov, select_strength
 from recmodels.interface import Recommender
 from recmodels.parallel import join
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 MODELS = ("popularity", "markov", "sasrec", "hybrid")
 STAGES: tuple[Stage, ...] = ("valid", "test")
-PROTOCOLS: tuple[EvalProtocol, ...] = ("sampled", "full")
 Results = dict[str, dict[str, Metrics]]
 # users validated after each epoch (a seeded sample, the same every epoch); the final
 # evaluation takes every user
@@ -92,9 +91,8 @@ def evaluate_recommender(evaluator: Evaluator, model: Recommender | None = None,
         current = model if baseline is None else fit_baseline(baseline, evaluator.split, stage)
         if current is None:
             raise ValueError("evaluate_recommender: give a model or a baseline name")
-        results[stage] = {protocol: evaluator.evaluate(current, stage, protocol,
-                                                       item_embeddings)
-                          for protocol in PROTOCOLS}
+        found = evaluator.evaluate_protocols(current, stage, PROTOCOLS, item_embeddings)
+        results[stage] = {protocol: metrics for protocol, metrics in found.items()}
     return results
 
 
@@ -108,18 +106,15 @@ def evaluate_hybrid(evaluator: Evaluator, sequence: Recommender,
     split = evaluator.split
     chooser = Evaluator(split, EvalConfig(ks=(10,), max_users=selection_users))
     valid_markov = fit_baseline("markov", split, "valid")
-    assert isinstance(valid_markov, MarkovRecommender)
     chosen = select_strength(
         valid_markov, sequence,
         lambda model: chooser.evaluate(model, "valid", "full")["ndcg@10"])
     results: Results = {}
     for stage in STAGES:
         markov = fit_baseline("markov", split, stage)
-        assert isinstance(markov, MarkovRecommender)
         hybrid = SmoothedMarkov(markov, sequence, chosen.strength)
-        results[stage] = {protocol: evaluator.evaluate(hybrid, stage, protocol,
-                                                       item_embeddings)
-                          for protocol in PROTOCOLS}
+        found = evaluator.evaluate_protocols(hybrid, stage, PROTOCOLS, item_embeddings)
+        results[stage] = {protocol: metrics for protocol, metrics in found.items()}
     selection = {"strength": chosen.strength, "selected_on": "valid full ndcg@10",
                  "selection_users": len(chooser.users),
                  "valid_ndcg@10_by_strength": {str(k): v for k, v in chosen.valid.items()}}
@@ -190,8 +185,8 @@ def train_main(data: str, fmt: str | Layout, time_budget: float, out: str, *, se
     for stage, checkpoint in stages:
         recommender = checkpoint.recommender(dev)
         embeddings = recommender.item_embeddings().cpu()
-        results[stage] = {protocol: evaluator.evaluate(recommender, stage, protocol, embeddings)
-                          for protocol in PROTOCOLS}
+        found = evaluator.evaluate_protocols(recommender, stage, PROTOCOLS, embeddings)
+        results[stage] = {protocol: metrics for protocol, metrics in found.items()}
     out_dir = Path(out)
     final.save(out_dir / "checkpoint")
     total = time.monotonic() - started

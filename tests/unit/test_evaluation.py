@@ -155,6 +155,34 @@ def test_diversity_is_one_for_orthogonal_and_zero_for_identical_embeddings() -> 
     assert m["diversity@10"] == pytest.approx(1.0)
 
 
+class CountingModel(NextItemModel):
+    """Noisy scores (ties, misses) that count how many histories were scored."""
+
+    def __init__(self, n_items: int) -> None:
+        super().__init__(n_items)
+        self.scored = 0
+
+    def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        self.scored += len(histories)
+        rng = np.random.default_rng(len(histories))
+        noise = rng.integers(0, 3, size=(len(histories), self._n + 1)).astype(np.float32)
+        return super().score(histories) + noise * 100
+
+
+def test_both_protocols_from_one_scoring_pass_equal_each_alone() -> None:
+    split = cyclic_split()
+    evaluator = Evaluator(split, EvalConfig(batch_size=16))
+    model = CountingModel(N_ITEMS)
+    both = evaluator.evaluate_protocols(model, "valid", ("sampled", "full"), torch.eye(N_ITEMS + 1))
+    users = len(evaluator.users)
+    assert model.scored == users, "each history scored once for both protocols"
+    for protocol in ("sampled", "full"):
+        alone = evaluator.evaluate(model, "valid", protocol, torch.eye(N_ITEMS + 1))
+        assert both[protocol] == alone
+    assert 0.0 < both["full"]["ndcg@10"] < 1.0 and "coverage@10" in both["full"]
+    assert "coverage@10" not in both["sampled"]
+
+
 def test_model_with_wrong_catalogue_size_is_refused() -> None:
     with pytest.raises(ValueError, match="scores 5 items"):
         Evaluator(cyclic_split()).evaluate(ConstantModel(5), "test", "sampled")

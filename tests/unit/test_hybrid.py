@@ -18,7 +18,11 @@ class FixedSequenceModel:
 
     n_items = N_ITEMS
 
+    def __init__(self) -> None:
+        self.batches_scored = 0
+
     def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        self.batches_scored += 1
         row = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], dtype=np.float32)
         return np.tile(row, (len(histories), 1))
 
@@ -54,14 +58,25 @@ def test_a_middle_strength_mixes_by_how_much_the_row_has_seen() -> None:
 
 def test_the_strength_with_the_best_validation_score_is_chosen() -> None:
     seen: list[float] = []
+    sequence = FixedSequenceModel()
 
     def validate(model: object) -> float:
         assert isinstance(model, SmoothedMarkov)
         seen.append(model.strength)
+        model.score([[1], [2]])
+        model.score([[4]])
         return {0.0: 0.1, 1.0: 0.3, 10.0: 0.3, 100.0: 0.2}[model.strength]
 
-    chosen = select_strength(_markov(), FixedSequenceModel(), validate,
+    chosen = select_strength(_markov(), sequence, validate,
                              strengths=(0.0, 1.0, 10.0, 100.0))
     assert seen == [0.0, 1.0, 10.0, 100.0]
+    assert sequence.batches_scored == 2, "each batch of histories is scored once"
     assert chosen.strength == 1.0, "a tie goes to the smaller strength"
     assert chosen.valid[100.0] == 0.2
+
+
+def test_markov_rows_are_the_counts_out_of_the_last_item() -> None:
+    counts, totals = _markov().rows([[4, 1], [2], [], [9]])
+    assert counts.shape == (4, N_ITEMS + 1)
+    assert counts[0].tolist() == [0.0, 0.0, 3.0, 1.0, 0.0, 0.0]
+    assert totals.tolist() == [4.0, 0.0, 0.0, 0.0], "no row: seen nowhere, empty, unknown"

@@ -346,15 +346,16 @@ class ScriptedEvaluator:
         self.values = iter(values)
         self.snapshots: list[dict[str, torch.Tensor]] = []
 
-    def evaluate(self, model: SASRecRecommender, stage: str, protocol: str,
-                 shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
+    def evaluate_protocols(self, model: SASRecRecommender, stage: str,
+                           protocols: tuple[str, ...],
+                           shard: tuple[int, int] = (0, 1)) -> dict[str, dict[str, float]]:
         assert stage == "valid"  # never the test split
         assert shard == (0, 1)  # one process: all the users
-        if protocol == "sampled":  # scripted on the full protocol, the selected one
-            return {"hr@10": 0.5, "ndcg@10": 0.5}
+        assert set(protocols) == {"sampled", "full"}
         self.snapshots.append({k: v.clone() for k, v in model.model.state_dict().items()})
-        value = next(self.values)
-        return {"hr@10": value, "ndcg@10": value}
+        value = next(self.values)  # scripted on the full protocol, the selected one
+        return {"sampled": {"hr@10": 0.5, "ndcg@10": 0.5},
+                "full": {"hr@10": value, "ndcg@10": value}}
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(split: LeaveOneOutSplit) -> None:
