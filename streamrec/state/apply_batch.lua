@@ -47,6 +47,8 @@ local pop_key = prefix .. 'pop'
 local meta_key = prefix .. 'pop:meta'
 local total_key = prefix .. 'mk:total'
 local erased_key = prefix .. 'erased'
+-- most batches find no erasure at all: one EXISTS instead of an HGET per user
+local any_erased = redis.call('EXISTS', erased_key) == 1
 
 local applied, below_wm, duplicates, late, hits, evaluations = 0, 0, 0, 0, 0, 0
 local erased = 0
@@ -191,7 +193,8 @@ local function user_state(user)
     end
     u = {seq = fields[1] or '', ts = tonumber(fields[2]), win = fields[3] or '',
          ids = fields[4] or '', n = 0, served = served, dirty = false,
-         erased_at = tonumber(redis.call('HGET', erased_key, redis.sha1hex(user))),
+         erased_at = any_erased and
+           tonumber(redis.call('HGET', erased_key, redis.sha1hex(user))) or nil,
          kept = false}
     local bad_n = fields[5] ~= false and fields[5] ~= nil and
       not string.match(fields[5], '^%-?%d+$')
