@@ -76,27 +76,35 @@ class MarkovRecommender:
 
     @classmethod
     def fit(cls, sequences: Sequence[Sequence[int]], n_items: int,
-            popularity: np.ndarray | None = None) -> MarkovRecommender:
+            popularity: np.ndarray | None = None, window: int = 1) -> MarkovRecommender:
         """Count ``a -> b`` for consecutive items; ``popularity`` (default: item counts of
-        ``sequences``) breaks ties."""
+        ``sequences``) breaks ties. ``window`` > 1 also counts ``b`` up to ``window`` steps
+        after ``a``, ``1 / lag`` each (forward co-occurrence; 1 is the Markov chain)."""
+        if window < 1:
+            raise ValueError(f"markov fit: window must be >= 1, got {window}")
         sources: list[int] = []
         targets: list[int] = []
+        weights: list[float] = []
         for seq in sequences:
-            sources.extend(seq[:-1])
-            targets.extend(seq[1:])
+            for lag in range(1, min(window, len(seq) - 1) + 1):
+                sources.extend(seq[:-lag])
+                targets.extend(seq[lag:])
+                weights.extend([1.0 / lag] * (len(seq) - lag))
         width = n_items + 1
         if sources:
             keys = np.asarray(sources, dtype=np.int64) * width + np.asarray(targets, np.int64)
-            unique, counts = np.unique(keys, return_counts=True)
+            unique, inverse = np.unique(keys, return_inverse=True)
+            counts = np.bincount(inverse, weights=np.asarray(weights), minlength=len(unique))
         else:
             unique = np.empty(0, dtype=np.int64)
-            counts = np.empty(0, dtype=np.int64)
+            counts = np.empty(0, dtype=np.float64)
         rows, successors = np.divmod(unique, width)
         indptr = np.zeros(width + 1, dtype=np.int64)
         np.add.at(indptr, rows + 1, 1)
         indptr = np.cumsum(indptr)
         pop = popularity if popularity is not None else item_counts(sequences, n_items)
-        log.info("markov fit transitions=%d distinct=%d", len(sources), len(unique))
+        log.info("markov fit window=%d pairs=%d distinct=%d", window, len(sources),
+                 len(unique))
         return cls(indptr, successors, counts, pop)
 
     @property
@@ -108,18 +116,22 @@ class MarkovRecommender:
         return dict(zip(self._successors[lo:hi].tolist(),
                         self._counts[lo:hi].astype(int).tolist(), strict=True))
 
-    def rows(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    def rows(self, histories: Sequence[Sequence[int]], depth: int = 1,
+             decay: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
         """The counts out of each history's last item, dense ``[n, n_items + 1]``, and
-        their totals ``[n]`` (float32; zeros for an empty history or an unknown item)."""
+        their totals ``[n]`` (float32; zeros for an empty history or an unknown item).
+        ``depth`` > 1 adds the rows of the ``depth`` last items, the k-th last weighted
+        ``decay ** (k - 1)``."""
         counts = np.zeros((len(histories), len(self._tiebreak)), dtype=np.float32)
         totals = np.zeros(len(histories), dtype=np.float32)
         for row, history in enumerate(histories):
-            last = history[-1] if history else 0
-            if not 0 < last <= self.n_items:
-                continue
-            lo, hi = self._indptr[last], self._indptr[last + 1]
-            counts[row, self._successors[lo:hi]] = self._counts[lo:hi]
-            totals[row] = self._counts[lo:hi].sum()
+            for k, item in enumerate(reversed(history[-depth:] if depth > 0 else [])):
+                if not 0 < item <= self.n_items:
+                    continue
+                lo, hi = self._indptr[item], self._indptr[item + 1]
+                weight = np.float32(decay ** k)
+                counts[row, self._successors[lo:hi]] += weight * self._counts[lo:hi]
+                totals[row] += weight * self._counts[lo:hi].sum()
         return counts, totals
 
     def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
@@ -130,21 +142,22 @@ class MarkovRecommender:
 
 @overload
 def fit_baseline(name: Literal["popularity"], split: LeaveOneOutSplit,
-                 stage: Stage) -> PopularityRecommender: ...
+                 stage: Stage, window: int = 1) -> PopularityRecommender: ...
 @overload
 def fit_baseline(name: Literal["markov"], split: LeaveOneOutSplit,
-                 stage: Stage) -> MarkovRecommender: ...
+                 stage: Stage, window: int = 1) -> MarkovRecommender: ...
 @overload
 def fit_baseline(name: BaselineName, split: LeaveOneOutSplit,
-                 stage: Stage) -> PopularityRecommender | MarkovRecommender: ...
+                 stage: Stage, window: int = 1) -> PopularityRecommender | MarkovRecommender: ...
 def fit_baseline(name: BaselineName, split: LeaveOneOutSplit,
-                 stage: Stage) -> PopularityRecommender | MarkovRecommender:
-    """A baseline fit by the documented policy (see the module docstring) for ``stage``."""
+                 stage: Stage, window: int = 1) -> PopularityRecommender | MarkovRecommender:
+    """A baseline fit by the documented policy (see the module docstring) for ``stage``;
+    ``window``: the Markov counts' (:meth:`MarkovRecommender.fit`)."""
     train_only = split.training_sequences("valid")
     popularity = item_counts(train_only, split.n_items)
     if name == "popularity":
         return PopularityRecommender(popularity)
     if name == "markov":
         return MarkovRecommender.fit(split.training_sequences(stage), split.n_items,
-                                     popularity=popularity)
+                                     popularity=popularity, window=window)
     raise ValueError(f"baseline: unknown model name {name!r} (popularity|markov)")

@@ -1,19 +1,24 @@
-"""The offline hybrid: Markov transition counts smoothed towards a sequence model.
+"""The offline hybrid: a sequence model's next-item distribution sharpened by the counts of
+what followed the user's last items.
 
-For a history ending in item ``i`` with ``n_i`` counted transitions out of ``i``, ``c_ij``
-of them to ``j``, and a sequence model's next-item distribution ``p(j)`` (softmax of its
-scores), the hybrid scores
+For a history, a sequence model's next-item distribution ``p(j)`` (softmax of its scores),
+and the forward co-occurrence counts out of the history's last ``depth`` items (item ``j``
+counted ``1 / lag`` when it came ``lag <= window`` steps after one of them, the k-th last
+item's row weighted ``decay ** (k - 1)``), ``c_j`` with total ``n``, the hybrid scores
 
-    (c_ij + strength * p(j)) / (n_i + strength)
+    log p(j) + weight * log((c_j + strength * p(j)) / (n + strength))
 
-a Dirichlet prior: rows seen often follow their counts, rare or unseen rows follow the
-sequence model. ``strength`` 0 is Markov with the sequence model breaking its ties; a very
-large one is the sequence model alone. It is chosen on the validation split only
-(:func:`select_strength`); the test split is never looked at.
+The second term is the counts smoothed towards the sequence model (a Dirichlet prior): rows
+seen often follow their counts, rare or unseen rows the sequence model. ``weight`` 0 is the
+sequence model alone. ``strength`` and ``weight`` are chosen on the validation split only
+(:func:`select`); the test split is never looked at. ``window``, ``depth`` and ``decay``
+are fixed (:data:`WINDOW`, :data:`DEPTH`, :data:`DECAY`, chosen on Toys' validation split
+and checked on Sports and Games, docs/quality.md).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,32 +27,41 @@ import torch
 from recmodels.baselines import MarkovRecommender
 from recmodels.interface import Recommender, as_float_tensor
 
-# 0 and every power of sqrt(10) from 0.1 to 10^4: wide enough for rows of a few counts
-# (sparse catalogues) and of thousands (dense ones)
-STRENGTHS: tuple[float, ...] = (0.0, *(float(10 ** (e / 2)) for e in range(-2, 9)))
+WINDOW = 3  # steps after an item whose items count as following it
+DEPTH = 3  # last items of the history whose rows are read
+DECAY = 0.5  # weight of the k-th last item's row: DECAY ** (k - 1)
+STRENGTHS: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)
+WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
+_FLOOR = 1e-12  # keeps log() finite where both the counts and p are 0 (padding)
 
 
 @dataclass
-class SmoothedMarkov:
-    """A :class:`Recommender`: Markov counts with ``sequence``'s distribution as prior."""
+class Hybrid:
+    """A :class:`Recommender`: ``sequence``'s log-probabilities plus ``weight`` times the
+    log of the co-occurrence counts (``counts``, fit with ``window``) smoothed towards
+    them."""
 
-    markov: MarkovRecommender
+    counts: MarkovRecommender
     sequence: Recommender
     strength: float
+    weight: float
+    depth: int = DEPTH
+    decay: float = DECAY
 
     @property
     def n_items(self) -> int:
-        return self.markov.n_items
+        return self.counts.n_items
 
     def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         logits = as_float_tensor(self.sequence.score(histories)).clone()
         logits[:, 0] = float("-inf")  # padding
-        prior = torch.softmax(logits, dim=1)
-        dense, row_totals = self.markov.rows(histories)
+        log_p = torch.log_softmax(logits, dim=1)
+        if self.weight == 0.0:
+            return log_p
+        dense, row_totals = self.counts.rows(histories, self.depth, self.decay)
         counts, totals = torch.from_numpy(dense), torch.from_numpy(row_totals)
-        if self.strength == 0.0:  # counts first, the prior only orders their ties
-            return counts + prior * 1e-3
-        return (counts + self.strength * prior) / (totals + self.strength)[:, None]
+        smoothed = (counts + self.strength * log_p.exp()) / (totals + self.strength)[:, None]
+        return log_p + self.weight * torch.log(smoothed + _FLOOR)
 
 
 class CachedScores:
@@ -73,16 +87,21 @@ class CachedScores:
 @dataclass(frozen=True)
 class Selection:
     strength: float
-    valid: dict[float, float]  # strength -> the validation metric
+    weight: float
+    valid: dict[tuple[float, float], float]  # (strength, weight) -> the validation metric
 
 
-def select_strength(markov: MarkovRecommender, sequence: Recommender,
-                    validate: Callable[[Recommender], float],
-                    strengths: Sequence[float] = STRENGTHS) -> Selection:
-    """The strength with the best ``validate`` score (validation split only; ties go to
-    the smaller strength, the one nearer to counting)."""
-    once = CachedScores(sequence)  # every strength scores the same histories
-    scores = {s: validate(SmoothedMarkov(markov, once, s)) for s in strengths}
-    best = max(scores, key=lambda s: (scores[s], -s))
-    return Selection(best, scores)
-
+def select(counts: MarkovRecommender, sequence: Recommender,
+           validate: Callable[[Recommender], float],
+           strengths: Sequence[float] = STRENGTHS,
+           weights: Sequence[float] = WEIGHTS) -> Selection:
+    """The (strength, weight) with the best ``validate`` score (validation split only).
+    Ties go to the smaller weight, then the smaller strength: nearer the sequence model."""
+    once = CachedScores(sequence)  # every pair scores the same histories
+    scores: dict[tuple[float, float], float] = {}
+    for strength, weight in itertools.product(strengths, weights):
+        if weight == 0.0 and strength != strengths[0]:
+            continue  # weight 0 is the sequence model whatever the strength
+        scores[(strength, weight)] = validate(Hybrid(counts, once, strength, weight))
+    best = max(scores, key=lambda sw: (scores[sw], -sw[1], -sw[0]))
+    return Selection(best[0], best[1], scores)

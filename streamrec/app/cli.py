@@ -335,8 +335,8 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True)
     _data_format(evaluate)
     evaluate.add_argument("--model", choices=["popularity", "markov", "sasrec", "hybrid"],
-                          required=True, help="hybrid: Markov counts smoothed towards the "
-                          "SASRec checkpoint, its strength chosen on validation")
+                          required=True, help="hybrid: the SASRec checkpoint sharpened by "
+                          "co-occurrence counts, its two settings chosen on validation")
     evaluate.add_argument("--checkpoint", help="checkpoint folder (sasrec, hybrid)")
     evaluate.add_argument("--json-out", required=True)
     evaluate.set_defaults(func=_evaluate)

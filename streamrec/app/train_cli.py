@@ -21,7 +21,7 @@ from recmodels.adapters import BadRows, Layout, user_sequences
 from recmodels.baselines import BaselineName, fit_baseline
 from recmodels.checkpoint import Checkpoint, CheckpointError
 from recmodels.evaluation import PROTOCOLS, EvalConfig, Evaluator, Metrics
-from recmodels.hybrid import SmoothedMarkov, select_strength
+from recmodels.hybrid import DECAY, DEPTH, WINDOW, Hybrid, select
 from recmodels.interface import Recommender
 from recmodels.parallel import join
 from recmodels.sasrec import SASRecConfig
@@ -99,25 +99,27 @@ def evaluate_recommender(evaluator: Evaluator, model: Recommender | None = None,
 def evaluate_hybrid(evaluator: Evaluator, sequence: Recommender,
                     item_embeddings: torch.Tensor | None = None,
                     selection_users: int = 5000) -> tuple[Results, dict[str, Any]]:
-    """Markov smoothed towards ``sequence`` (:mod:`recmodels.hybrid`), its strength chosen
-    by full-ranking NDCG@10 on the validation split (a seeded sample of
-    ``selection_users``), then evaluated like every model. Returns the results and the
-    selection (strength, and the validation score of each one tried)."""
+    """``sequence`` sharpened by co-occurrence counts (:mod:`recmodels.hybrid`), its
+    strength and weight chosen by full-ranking NDCG@10 on the validation split (a seeded
+    sample of ``selection_users``), then evaluated like every model; the counts are fit
+    per stage by the Markov baseline's policy. Returns the results and the selection (the
+    chosen pair, and the validation score of each pair tried)."""
     split = evaluator.split
     chooser = Evaluator(split, EvalConfig(ks=(10,), max_users=selection_users))
-    valid_markov = fit_baseline("markov", split, "valid")
-    chosen = select_strength(
-        valid_markov, sequence,
-        lambda model: chooser.evaluate(model, "valid", "full")["ndcg@10"])
+    chosen = select(fit_baseline("markov", split, "valid", window=WINDOW), sequence,
+                    lambda model: chooser.evaluate(model, "valid", "full")["ndcg@10"])
     results: Results = {}
     for stage in STAGES:
-        markov = fit_baseline("markov", split, stage)
-        hybrid = SmoothedMarkov(markov, sequence, chosen.strength)
+        counts = fit_baseline("markov", split, stage, window=WINDOW)
+        hybrid = Hybrid(counts, sequence, chosen.strength, chosen.weight)
         found = evaluator.evaluate_protocols(hybrid, stage, PROTOCOLS, item_embeddings)
         results[stage] = {protocol: metrics for protocol, metrics in found.items()}
-    selection = {"strength": chosen.strength, "selected_on": "valid full ndcg@10",
+    selection = {"strength": chosen.strength, "weight": chosen.weight,
+                 "window": WINDOW, "depth": DEPTH, "decay": DECAY,
+                 "selected_on": "valid full ndcg@10",
                  "selection_users": len(chooser.users),
-                 "valid_ndcg@10_by_strength": {str(k): v for k, v in chosen.valid.items()}}
+                 "valid_ndcg@10": [{"strength": sw[0], "weight": sw[1], "ndcg@10": v}
+                                   for sw, v in chosen.valid.items()]}
     return results, selection
 
 
@@ -204,9 +206,9 @@ def train_main(data: str, fmt: str | Layout, time_budget: float, out: str, *, se
 
 def evaluate_main(data: str, fmt: str | Layout, model: str, checkpoint: str | None,
                   json_out: str) -> int:
-    """Evaluate one model (popularity, markov, a SASRec checkpoint, or the hybrid of Markov
-    and a SASRec checkpoint) on valid and test, sampled and full protocols; print a table
-    and write the metrics as JSON."""
+    """Evaluate one model (popularity, markov, a SASRec checkpoint, or the hybrid of a
+    SASRec checkpoint and co-occurrence counts) on valid and test, sampled and full
+    protocols; print a table and write the metrics as JSON."""
     if model not in MODELS:
         print(f"streamrec evaluate: model {model!r}: expected one of {', '.join(MODELS)}",
               file=sys.stderr)
@@ -238,6 +240,7 @@ def evaluate_main(data: str, fmt: str | Layout, model: str, checkpoint: str | No
                                           **extra}, indent=2), encoding="utf-8")
     print(format_table({model: results}))
     if "hybrid" in extra:
-        print(f"hybrid strength {extra['hybrid']['strength']:g}, chosen by "
+        print(f"hybrid strength {extra['hybrid']['strength']:g}, weight "
+              f"{extra['hybrid']['weight']:g}, chosen by "
               f"{extra['hybrid']['selected_on']}")
     return 0

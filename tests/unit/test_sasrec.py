@@ -324,6 +324,15 @@ def test_train_main_writes_checkpoint_metrics_and_curves(tmp_path: Path,
                          str(out_json)) == 0
     again = json.loads(out_json.read_text())
     assert again["test"]["full"]["hr@10"] == pytest.approx(report["test"]["full"]["hr@10"])
+    # the hybrid is chosen on validation among pairs that include the model alone
+    hybrid_json = tmp_path / "hybrid.json"
+    assert evaluate_main(str(data), "seq", "hybrid", str(tmp_path / "run" / "checkpoint"),
+                         str(hybrid_json)) == 0
+    hybrid = json.loads(hybrid_json.read_text())
+    chosen = hybrid["hybrid"]
+    assert chosen["selected_on"] == "valid full ndcg@10" and chosen["weight"] >= 0.0
+    assert hybrid["valid"]["full"]["ndcg@10"] >= again["valid"]["full"]["ndcg@10"] - 1e-9
+    assert "weight" in capsys.readouterr().out
 
 
 def test_evaluate_main_baselines_and_errors(tmp_path: Path,
