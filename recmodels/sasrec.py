@@ -55,6 +55,9 @@ class SASRecConfig:
     eval_every: int = 1
     patience: int = 3  # evaluations without improvement before stopping
     plateau_decay: float = 0.3  # learning rate x this after an evaluation without improvement
+    # patience and plateau_decay count evaluations of at least this many validation users;
+    # a smaller validation (noisier) waits ceil(patience_users / users) times as many
+    patience_users: int = 5000
     select_metric: str = "ndcg@10"
     # the validation protocol selection and early stopping read: full ranking (every item,
     # history excluded) matches what serving does; sampled (100 negatives) is the papers'
@@ -67,7 +70,8 @@ class SASRecConfig:
             raise ValueError(f"SASRecConfig: hidden={self.hidden} is not divisible by "
                              f"n_heads={self.n_heads}")
         for name in ("max_len", "hidden", "n_blocks", "n_heads", "ffn_mult", "batch_size",
-                     "n_negatives", "sampled_above_items", "max_epochs", "eval_every"):
+                     "n_negatives", "sampled_above_items", "max_epochs", "eval_every",
+                     "patience_users"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SASRecConfig: {name} must be >= 1")
         if not 0.0 <= self.dropout < 1.0:

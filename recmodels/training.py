@@ -169,6 +169,14 @@ class _EpochRunner:
         return mean
 
 
+def patience_factor(patience_users: int, validated_users: int) -> int:
+    """How many evaluations count as one for early stopping and the plateau decay: 1 for
+    a validation of at least ``patience_users`` users, ``ceil(patience_users / users)`` for
+    a smaller one (on 943 MovieLens 100K users, an evaluation's NDCG@10 moves by more than
+    an epoch's progress)."""
+    return max(1, math.ceil(patience_users / max(validated_users, 1)))
+
+
 def _state(model: SASRec) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -203,6 +211,11 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
                  f" with {config.n_negatives} negatives" if loss == "sampled" else "",
                  split.n_items)
     refit_ratio = REFIT_DATA_RATIO if reserve_for_refit else 0.0
+    wait = patience_factor(config.patience_users, len(evaluator.users))
+    if wait > 1 and workers.main:
+        log.info("train: %d validation users (< %d): early stop after %d evaluations "
+                 "without improvement, plateau decay after every %d", len(evaluator.users),
+                 config.patience_users, config.patience * wait, wait)
     history: list[dict[str, float]] = []
     best_score, best_epoch, stale = -math.inf, 0, 0
     best_state = _state(model)
@@ -237,7 +250,8 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
                 best_state = _state(model)
             else:
                 stale += 1
-                if config.plateau_decay < 1.0:  # lower the learning rate on a plateau
+                # lower the learning rate on a plateau
+                if config.plateau_decay < 1.0 and stale % wait == 0:
                     for group in runner.optimizer.param_groups:
                         group["lr"] *= config.plateau_decay
         row["seconds"] = clock() - started
@@ -249,7 +263,7 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
                      row.get("valid_hr@10", math.nan), row.get("valid_ndcg@10", math.nan),
                      row.get("valid_full_hr@10", math.nan),
                      row.get("valid_full_ndcg@10", math.nan), row["seconds"])
-        if stale >= config.patience:
+        if stale >= config.patience * wait:
             log.info("train: early stop at epoch %d (best %d)", epoch, best_epoch)
             break
     workers.check_in_sync(model)
@@ -260,7 +274,8 @@ def train(split: LeaveOneOutSplit, config: SASRecConfig | None = None, *,
             "device": dev.type, "loss": loss,
             "select_metric": f"{config.select_protocol} {config.select_metric}",
             "best_valid": best_score if math.isfinite(best_score) else None,
-            "processes": workers.world, "lr_factor": workers.lr_factor}
+            "processes": workers.world, "lr_factor": workers.lr_factor,
+            "patience_evaluations": config.patience * wait}
     return Checkpoint(config, split.vocab, best_state, history, meta)
 
 

@@ -21,7 +21,7 @@ from recmodels.interface import Recommender, as_float_tensor, recommend
 from recmodels.losses import full_softmax_loss
 from recmodels.sasrec import SASRec, SASRecConfig, SASRecRecommender, pad_histories, shape_bucket
 from recmodels.split import ItemVocab, LeaveOneOutSplit, leave_one_out
-from recmodels.training import refit, train, training_data
+from recmodels.training import patience_factor, refit, train, training_data
 from streamrec.app.train_cli import evaluate_main, train_main
 
 N_ITEMS = 40
@@ -351,8 +351,9 @@ def test_evaluate_main_baselines_and_errors(tmp_path: Path,
 class ScriptedEvaluator:
     """Stands in for the validation evaluator: returns scripted NDCG@10 values."""
 
-    def __init__(self, values: list[float]) -> None:
+    def __init__(self, values: list[float], users: int = 5000) -> None:
         self.values = iter(values)
+        self.users = list(range(users))
         self.snapshots: list[dict[str, torch.Tensor]] = []
 
     def evaluate_protocols(self, model: SASRecRecommender, stage: str,
@@ -440,3 +441,26 @@ def test_shape_buckets_are_few_and_close_above_the_size() -> None:
     assert len(buckets) <= 100  # every batch of up to 20,000 positions: few kernels
     assert all(n <= shape_bucket(n) <= n * 1.125 for n in sizes)
     assert [shape_bucket(n) for n in (1, 5, 16, 17, 19, 33)] == [1, 5, 16, 18, 20, 36]
+
+
+def test_a_small_validation_waits_longer_before_decaying_and_stopping(
+        split: LeaveOneOutSplit) -> None:
+    # 1,000 users against patience_users 5,000: each evaluation counts as a fifth, so 3
+    # stale evaluations (which stop a 5,000-user run) do not stop it; 15 do
+    config = SASRecConfig(**{**TINY.to_dict(), "patience": 3, "max_epochs": 30,
+                             "plateau_decay": 0.5})
+    values = [0.3] + [0.1] * 20
+    small = train(split, config, device="cpu",
+                  evaluator=ScriptedEvaluator(values, users=1000))  # type: ignore[arg-type]
+    assert len(small.history) == 1 + 15, "stopped after patience x 5 stale evaluations"
+    assert small.meta["patience_evaluations"] == 15
+    large = train(split, config, device="cpu",
+                  evaluator=ScriptedEvaluator(values, users=5000))  # type: ignore[arg-type]
+    assert len(large.history) == 1 + 3
+
+
+def test_patience_factor_rounds_up_and_never_goes_below_one() -> None:
+    assert patience_factor(5000, 943) == 6
+    assert patience_factor(5000, 5000) == 1
+    assert patience_factor(5000, 10_000) == 1
+    assert patience_factor(5000, 0) == 5000
