@@ -94,6 +94,9 @@ def find_data(offline: bool = False) -> DemoData:
                     "a seeded SYNTHETIC stream (MovieLens 100K not found and not downloadable)")
 
 
+STOP_WAIT_S = 5.0  # the longest a client may take to stop when the demo ends
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -120,10 +123,13 @@ async def _show(settings: Settings, data: DemoData, users: int, timeout_s: float
                     seen.add(body["user_id"])
                     print(format_recommendation(body, data.titles), flush=True)
     finally:
+        # Ctrl-C must not wait for the producer's flush or the consumer's leave on a slow
+        # broker (aiokafka waits up to its request timeout): a few seconds each at most
         producer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await producer
-        await consumer.stop()
+            await asyncio.wait_for(producer, STOP_WAIT_S)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(consumer.stop(), STOP_WAIT_S)
     return len(seen)
 
 
