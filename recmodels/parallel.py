@@ -107,7 +107,11 @@ class Workers:
             raise RanksDiverged(f"train: rank {self.rank}'s weights differ from rank 0's")
 
     def close(self) -> None:
+        """Leave the process group together: a rank that destroys it while another's last
+        collective is still in flight can abort in gloo's threads ("terminate called
+        without an active exception")."""
         if self.distributed and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 
