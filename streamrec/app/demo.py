@@ -136,6 +136,9 @@ async def _show(settings: Settings, data: DemoData, users: int, timeout_s: float
 def run_demo(users: int = 100, timeout_s: float = 300.0, rate: float = 500.0,
              max_items: int = 5, offline: bool = False) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored (a background
+    # job of a non-interactive shell), where Python installs no handler of its own
+    signal.signal(signal.SIGINT, _raise_interrupt)
     data = find_data(offline=offline)
     print(f"demo: data is {data.origin} ({len(data.events)} events)")
     run_dir = Path(tempfile.mkdtemp(prefix="streamrec-demo-"))
