@@ -6,7 +6,9 @@ per holdout user, every item serving could list: the candidates of each source w
 source's normalised score, and the popular items that fill short lists. For one weight
 triple the list is ranked exactly as :func:`recmodels.scoring.ranking.blend` + ``top_n`` rank it:
 items proposed by a source with a weight > 0 by their weighted sum (ties by item index),
-then the popular fill in popularity order; a target nowhere in the list is a miss.
+then the popular fill in popularity order; a target nowhere in the list is a miss. The
+log-linear blend is a weighted sum too, of its terms (log-probability, smoothed Markov
+log-count, trending) for one strength; its scores may be negative or -inf.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ class CandidateScores:
     """Holdout users' candidates as padded ``[users, columns]`` rows.
 
     ``items``: item index, -1 for padding; ``scores[s]`` / ``proposed[s]``: source ``s``
-    (markov, sequence, trending)'s normalised score (0 where it did not propose the item)
-    and whether it proposed it; ``fill``: the item's position in the popular fill, -1 when
-    it is not a fill item; ``targets``: each user's next item; ``n_users``: users evaluated,
-    also those left out of the rows because their target was no candidate at all (misses
+    (markov, sequence, trending)'s normalised score (0 where it did not propose the item;
+    log-linear: its term, for every item) and whether it proposed it; ``fill``: the item's
+    position in the popular fill, -1 when it is not a fill item; ``targets``: each user's
+    next item; ``n_users``: users evaluated, also those left out of the rows because their
+    target was no candidate at all (misses
     whatever the weights).
     """
 
@@ -59,17 +62,22 @@ def target_ranks(c: CandidateScores, weights: Weights) -> np.ndarray:
         raise ValueError(f"blend weights must be >= 0, got {weights}")
     active = w > 0
     present = (c.proposed & active[:, None, None]).any(axis=0)
-    blended = np.tensordot(w, c.scores, axes=1)
-    fill_score = np.where(c.fill >= 0, -1.0 - c.fill, -np.inf)  # after every candidate
-    effective = np.where(present, blended, fill_score)
+    with np.errstate(invalid="ignore"):  # 0 * -inf: a log-linear term with weight 0
+        blended = np.tensordot(w, np.where(w[:, None, None] > 0, c.scores, 0.0), axes=1)
+    # the proposed items first (tier 2) by blended score, then the popular fill (tier 1) in
+    # its order; anything else is never listed (tier 0)
+    tier = np.where(present, 2, np.where(c.fill >= 0, 1, 0))
+    value = np.where(present, blended, -c.fill.astype(np.float64))
     is_target = c.items == c.targets[:, None]
     rows = np.arange(len(c.targets))
-    target = np.where(is_target.any(axis=1),
-                      effective[rows, is_target.argmax(axis=1)], -np.inf)
-    ahead = (effective > target[:, None]) | (
-        (effective == target[:, None]) & (c.items < c.targets[:, None]))
+    at = is_target.argmax(axis=1)
+    target_tier = np.where(is_target.any(axis=1), tier[rows, at], 0)
+    target = value[rows, at]
+    ahead = (tier > target_tier[:, None]) | ((tier == target_tier[:, None]) & (
+        (value > target[:, None]) | ((value == target[:, None])
+                                     & (c.items < c.targets[:, None]))))
     ranks: np.ndarray = ahead.sum(axis=1).astype(np.float64)
-    ranks[~np.isfinite(target)] = np.inf
+    ranks[target_tier == 0] = np.inf
     return ranks
 
 

@@ -82,7 +82,8 @@ class Recommender:
         self._clock_ms = clock_ms
         self._models = models
         self._weights = BlendWeights(settings.weight_markov, settings.weight_sequence,
-                                     settings.weight_trending, settings.normalisation)
+                                     settings.weight_trending, settings.normalisation,
+                                     settings.blend_strength)
         self.coverage = CoverageWindow(settings.coverage_window_s)
 
     def weights(self, model: OnlineModel | None) -> BlendWeights:
@@ -122,7 +123,7 @@ class Recommender:
             snap = await self._reader.read(list(latest), vectors=fresh is None)
         model = self._models.current if self._models is not None else None
         weights = self.weights(model)
-        use_sequence = model is not None and weights.sequence > 0
+        use_sequence = model is not None and weights.needs_sequence
         vectors, to_store = None, fresh
         if use_sequence and model is not None:
             vectors, to_store = _user_vectors(snap.users, model, fresh)

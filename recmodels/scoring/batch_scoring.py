@@ -9,14 +9,21 @@ checks that both give the same lists. Only the final top items become :class:`Sc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from recmodels.scoring.item_index import ItemIndex
-from recmodels.scoring.ranking import BlendWeights, Reason, Scored, fill_popular
+from recmodels.scoring.ranking import (
+    BlendWeights,
+    Reason,
+    Scored,
+    fill_popular,
+    smoothed_log_counts,
+)
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0, dtype=np.float64)
@@ -65,6 +72,8 @@ class _Source:
     keys: np.ndarray  # sorted, unique: user * span + item
     normalised: np.ndarray
     raw: np.ndarray  # what the reason shows
+    # the sequence source: per user, the softmax normaliser (nan: none)
+    log_z: np.ndarray = field(default_factory=lambda: _EMPTY_F)
 
 
 def _segment_max(values: np.ndarray, users: np.ndarray, n_users: int) -> np.ndarray:
@@ -119,33 +128,37 @@ def _markov(inp: BatchInputs, alpha: float, decay: float, span: int,
 
 
 def _sequence(inp: BatchInputs, span: int, how: str) -> _Source:
-    """Sequence source: the top k items by dot product with each user's vector."""
+    """Sequence source: the top k items by dot product with each user's vector
+    (``loglinear``: normalised to log-probabilities, with each user's ``log_z``)."""
     items = inp.item_vectors
+    no_users = np.full(inp.n_users, np.nan)
     if inp.user_vectors is None or items is None or not len(items):
-        return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
+        return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F, no_users)
     present = [(u, v) for u, v in enumerate(inp.user_vectors) if v is not None]
     if not present:
-        return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
+        return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F, no_users)
     matrix = np.stack([v for _, v in present]).astype(items.dtype, copy=False)
     nonzero = matrix.any(axis=1)  # a user without known items has a zero vector
     rows = np.array([u for u, _ in present], dtype=np.int64)[nonzero]
     matrix = matrix[nonzero]
     if not len(rows):
-        return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
+        return _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F, no_users)
     if inp.item_index is not None and not inp.item_index.exact:
         return _sequence_from_index(inp, inp.item_index, rows.tolist(), span, how)
     k = min(inp.sequence_k, len(items))
     keys, raw, normalised = [], [], []
+    user_log_z = no_users
     chunk = max(1, 4_000_000 // len(items))  # bounded memory for big catalogues
     for start in range(0, len(rows), chunk):
         part = rows[start:start + chunk]
         scores = _dot_items(matrix[start:start + chunk], items)  # float32, as the model
-        if how == "probability":  # softmax normaliser over the whole catalogue
+        if how in ("probability", "loglinear"):  # softmax normaliser over the catalogue
             # in the scores' float32, as recmodels.scoring.ranking computes it: every term is
             # at most 1, and the float64 copy of the whole score matrix cost ~6x as much
             top = scores.max(axis=1, keepdims=True)
             log_z = top[:, 0].astype(np.float64) + np.log(
                 np.exp(scores - top).sum(axis=1).astype(np.float64))
+            user_log_z[part] = log_z
         for r, u in enumerate(part.tolist()):
             banned = [i for i in inp.exclude[u] if i < len(items)]
             if banned:
@@ -156,6 +169,8 @@ def _sequence(inp: BatchInputs, span: int, how: str) -> _Source:
         ok = np.isfinite(picked)
         if how == "probability":
             norm = np.exp(picked - log_z[:, None])
+        elif how == "loglinear":
+            norm = picked - log_z[:, None]
         else:  # max: exp(s - the user's best s)
             with np.errstate(invalid="ignore"):  # users with every item excluded: masked
                 norm = np.exp(picked - np.where(ok, picked, -np.inf).max(axis=1,
@@ -163,7 +178,7 @@ def _sequence(inp: BatchInputs, span: int, how: str) -> _Source:
         keys.append((part[:, None] * span + best)[ok])
         raw.append(picked[ok])
         normalised.append(norm[ok])
-    return _sequence_source(keys, raw, normalised, span, how)
+    return _sequence_source(keys, raw, normalised, span, how, user_log_z)
 
 
 def _dot_items(users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -181,7 +196,8 @@ def _dot_items(users: np.ndarray, items: np.ndarray) -> np.ndarray:
 
 
 def _sequence_source(keys: list[np.ndarray], raw: list[np.ndarray],
-                     normalised: list[np.ndarray], span: int, how: str) -> _Source:
+                     normalised: list[np.ndarray], span: int, how: str,
+                     log_z: np.ndarray) -> _Source:
     """The sequence source from per-chunk parts, sorted by key (``rank``: reciprocal
     ranks of the raw dot products; else the parts' normalised scores)."""
     all_keys, all_raw, all_norm = (np.concatenate(keys), np.concatenate(raw),
@@ -189,8 +205,8 @@ def _sequence_source(keys: list[np.ndarray], raw: list[np.ndarray],
     order = np.argsort(all_keys, kind="stable")
     all_keys, all_raw = all_keys[order], all_raw[order]
     if how == "rank":
-        return _Source(all_keys, _reciprocal_ranks(all_keys, all_raw, span), all_raw)
-    return _Source(all_keys, all_norm[order], all_raw)
+        return _Source(all_keys, _reciprocal_ranks(all_keys, all_raw, span), all_raw, log_z)
+    return _Source(all_keys, all_norm[order], all_raw, log_z)
 
 
 def _sequence_from_index(inp: BatchInputs, index: ItemIndex, rows: list[int], span: int,
@@ -198,14 +214,17 @@ def _sequence_from_index(inp: BatchInputs, index: ItemIndex, rows: list[int], sp
     """Big catalogues: each user's top k from the approximate index (IVF)."""
     assert inp.user_vectors is not None
     keys, raw, normalised = [], [], []
+    log_z = np.full(inp.n_users, np.nan)
     for u in rows:
         hits = index.search(np.asarray(inp.user_vectors[u]), inp.sequence_k, inp.exclude[u])
         s = hits.scores.astype(np.float64)
         keys.append(u * span + hits.items)
         raw.append(s)
+        log_z[u] = hits.log_z
         normalised.append(np.exp(s - hits.log_z) if how == "probability" else
+                          s - hits.log_z if how == "loglinear" else
                           np.exp(s - (s.max() if len(s) else 0.0)))
-    return _sequence_source(keys, raw, normalised, span, how)
+    return _sequence_source(keys, raw, normalised, span, how, log_z)
 
 
 def _trending(inp: BatchInputs, span: int, how: str) -> _Source:
@@ -233,6 +252,12 @@ def _lookup(source: _Source, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return at, source.keys[at] == keys
 
 
+def _value_at(source: _Source, values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``values`` (one per key of ``source``) at ``keys``; 0 where the source lacks one."""
+    at, there = _lookup(source, keys)
+    return np.where(there, values[at], 0.0) if len(values) else np.zeros(len(keys))
+
+
 def rank_batch(inp: BatchInputs, weights: BlendWeights, alpha: float, decay: float,
                size: int) -> list[list[Scored]]:
     """The best ``size`` items of each user (blend of the sources, exclusions applied,
@@ -242,22 +267,25 @@ def rank_batch(inp: BatchInputs, weights: BlendWeights, alpha: float, decay: flo
                 len(inp.item_vectors) if inp.item_vectors is not None else 0]) + 1
     how = weights.normalisation
     markov, after, best_p = _markov(inp, alpha, decay, span, how)
-    sequence = _sequence(inp, span, how) if weights.sequence > 0 else \
-        _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
+    sequence = _sequence(inp, span, how) if weights.needs_sequence else \
+        _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F, np.full(inp.n_users, np.nan))
     trending = _trending(inp, span, how) if weights.trending > 0 else \
         _Source(_EMPTY_I, _EMPTY_F, _EMPTY_F)
     parts = [(w, s) for w, s in ((weights.markov, markov), (weights.sequence, sequence),
                                  (weights.trending, trending)) if w > 0 and len(s.keys)]
     keys: np.ndarray
     scores: np.ndarray
-    if parts:
+    if not parts:
+        keys, scores = _EMPTY_I, _EMPTY_F
+    elif how == "loglinear":
+        keys = np.unique(np.concatenate([s.keys for _, s in parts]))
+        scores = _loglinear(inp, weights, decay, span, keys, sequence, trending)
+    else:
         keys, inverse = np.unique(np.concatenate([s.keys for _, s in parts]),
                                   return_inverse=True)
         scores = np.bincount(inverse, weights=np.concatenate([w * s.normalised
                                                               for w, s in parts]),
                              minlength=len(keys))
-    else:
-        keys, scores = _EMPTY_I, _EMPTY_F
     excluded = np.array([u * span + i for u, items in enumerate(inp.exclude) for i in items],
                         dtype=np.int64)
     if len(excluded):
@@ -280,6 +308,46 @@ def rank_batch(inp: BatchInputs, weights: BlendWeights, alpha: float, decay: flo
         if len(ranked) < size:
             fill_popular(ranked, inp.popular, inp.exclude[u], size)
     return out
+
+
+def _loglinear(inp: BatchInputs, weights: BlendWeights, decay: float, span: int,
+               keys: np.ndarray, sequence: _Source, trending: _Source) -> np.ndarray:
+    """The published log-linear scores of the candidate ``keys`` (the maths of
+    :func:`recmodels.scoring.ranking.loglinear_terms` and ``loglinear_published``)."""
+    m = inp.markov
+    users, items = keys // span, keys % span
+    row_weight = decay ** m.row_rank.astype(np.float64)
+    total = np.bincount(m.row_user, weights=row_weight * m.row_total, minlength=inp.n_users)
+    counted_keys, inverse = np.unique(m.row_user[m.succ_row].astype(np.int64) * span
+                                      + m.succ_item, return_inverse=True)
+    counted = _Source(counted_keys, np.bincount(inverse, weights=row_weight[m.succ_row]
+                                                * m.succ_count, minlength=len(counted_keys)),
+                      _EMPTY_F)
+    counts = _value_at(counted, counted.normalised, keys)
+    log_p = np.full(len(keys), -math.log(max(inp.n_items, 1)))
+    at, there = _lookup(sequence, keys)
+    log_p[there] = sequence.normalised[at[there]]
+    log_z = sequence.log_z[users]
+    n_known = len(inp.item_vectors) if inp.item_vectors is not None else 0
+    missing = np.flatnonzero(~there & np.isfinite(log_z) & (items < n_known))
+    if len(missing):  # proposed by another source: the dot product for this item alone
+        assert inp.user_vectors is not None and inp.item_vectors is not None
+        owners, row = np.unique(users[missing], return_inverse=True)
+        vectors = np.stack([inp.user_vectors[u] for u in owners.tolist()])
+        vectors = vectors.astype(inp.item_vectors.dtype, copy=False)
+        dots = np.einsum("ij,ij->i", vectors[row], inp.item_vectors[items[missing]])
+        log_p[missing] = dots.astype(np.float64) - log_z[missing]
+    smoothed = smoothed_log_counts(counts, log_p, total[users], weights.strength)
+    score = weights.trending * _value_at(trending, trending.raw, keys)
+    if weights.sequence > 0:
+        score = score + weights.sequence * log_p
+    if weights.markov > 0:
+        score = score + weights.markov * smoothed
+    finite = np.isfinite(score)
+    best = _segment_max(np.where(finite, score, -np.inf), users, inp.n_users)
+    with np.errstate(invalid="ignore"):
+        published: np.ndarray = np.where(finite, 1.0 / (1.0 + (best[users] - score)), 0.0)
+    return published
 
 
 def _reasons(keys: np.ndarray, markov: _Source | None, after: np.ndarray, best_p: np.ndarray,

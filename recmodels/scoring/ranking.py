@@ -115,32 +115,38 @@ def fill_popular(ranked: list[Scored], popular: Sequence[tuple[int, float]],
         taken.add(item)
 
 
-Normalisation = Literal["max", "probability", "rank"]
-NORMALISATIONS: tuple[Normalisation, ...] = ("max", "probability", "rank")
+Normalisation = Literal["max", "probability", "rank", "loglinear"]
+LINEAR_NORMALISATIONS: tuple[Normalisation, ...] = ("max", "probability", "rank")
+NORMALISATIONS: tuple[Normalisation, ...] = (*LINEAR_NORMALISATIONS, "loglinear")
 
 
 @dataclass(frozen=True, slots=True)
 class SequenceCandidates:
     scores: dict[int, float]  # item -> dot product
     log_z: float  # log sum exp of the dot products of every item (softmax normaliser)
+    dots: dict[int, float] = field(default_factory=dict)  # further items asked for
+    has_vector: bool = True  # False: no model, or a user without known items
 
 
 def sequence_candidates(user_vector: np.ndarray, item_vectors: np.ndarray, k: int,
-                        exclude: set[int]) -> SequenceCandidates:
+                        exclude: set[int], also: Iterable[int] = ()) -> SequenceCandidates:
     """Top ``k`` items by dot product with the user vector (exact), excluded items masked,
-    and the log of the softmax normaliser over the whole catalogue (before masking)."""
+    the log of the softmax normaliser over the whole catalogue (before masking), and the
+    dot products of the items of ``also`` the model knows (excluded or not)."""
     if not len(item_vectors) or not np.any(user_vector):
-        return SequenceCandidates({}, 0.0)
+        return SequenceCandidates({}, 0.0, has_vector=False)
     scores = item_vectors @ user_vector
     top_score = float(scores.max())
     log_z = top_score + math.log(float(np.exp(scores - top_score).sum()))
+    dots = {i: float(scores[i]) for i in also if 0 <= i < len(scores)}
     banned = [i for i in exclude if i < len(scores)]
     if banned:
         scores[banned] = -np.inf
     k = min(k, len(scores))
     top = np.argpartition(-scores, k - 1)[:k]
     top = top[np.isfinite(scores[top])]
-    return SequenceCandidates(dict(zip(top.tolist(), scores[top].tolist(), strict=True)), log_z)
+    return SequenceCandidates(dict(zip(top.tolist(), scores[top].tolist(), strict=True)), log_z,
+                              dots)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +158,19 @@ class BlendWeights:
     * ``probability``: next-item probabilities (Markov: the smoothed P(j | recent items)
       as scored; sequence: SASRec's softmax over the whole catalogue, exp(s - log Z);
       trending t / max t, the same list for every user, so its scale is the weight's);
-    * ``rank``: 1 / (1 + rank) within each source (rank 0 = its best candidate).
+    * ``rank``: 1 / (1 + rank) within each source (rank 0 = its best candidate);
+    * ``loglinear``: not a sum of normalised scores but, for every candidate ``j``,
+      ``sequence * log p(j) + markov * log((c_j + strength * p(j)) / (n + strength))
+      + trending * t_j / max t``: SASRec's log-probability sharpened by the Markov counts
+      smoothed towards it (:func:`loglinear_terms`), published as
+      :func:`loglinear_published`.
     """
 
     markov: float = 1.0
     sequence: float = 1.0
     trending: float = 0.1
     normalisation: Normalisation = "max"
+    strength: float = 1.0  # loglinear: weight of the sequence prior in the smoothed counts
 
     def __post_init__(self) -> None:
         if self.normalisation not in NORMALISATIONS:
@@ -166,12 +178,20 @@ class BlendWeights:
                              f"{self.normalisation!r}")
         if min(self.markov, self.sequence, self.trending) < 0:
             raise ValueError("blend weights must be >= 0")
+        if not self.strength > 0:
+            raise ValueError(f"blend strength must be > 0, got {self.strength}")
+
+    @property
+    def needs_sequence(self) -> bool:
+        """Whether the lists need the model's scores: a sequence weight, or the log-linear
+        Markov term (its counts are smoothed towards the model)."""
+        return self.sequence > 0 or (self.normalisation == "loglinear" and self.markov > 0)
 
     def to_meta(self, **extra: Any) -> dict[str, Any]:
         """The ``blend`` entry of a model version's metadata: weights, normalisation and
         ``extra`` (what the fit found on the holdout)."""
         return {"markov": self.markov, "sequence": self.sequence, "trending": self.trending,
-                "normalisation": self.normalisation, **extra}
+                "normalisation": self.normalisation, "strength": self.strength, **extra}
 
     @classmethod
     def from_meta(cls, raw: Any) -> BlendWeights | None:
@@ -179,7 +199,50 @@ class BlendWeights:
         if raw is None:
             return None
         return cls(float(raw["markov"]), float(raw["sequence"]), float(raw["trending"]),
-                   raw["normalisation"])
+                   raw["normalisation"], float(raw.get("strength", 1.0)))
+
+
+@dataclass(frozen=True, slots=True)
+class MarkovCounts:
+    """The counts out of a user's recent items: the k-th most recent row weighted
+    ``decay ** k`` (k from 0), summed per successor, and the rows' weighted total."""
+
+    counts: dict[int, float]
+    total: float
+
+
+def markov_counts(rows: Sequence[MarkovRow], decay: float) -> MarkovCounts:
+    counts: dict[int, float] = {}
+    total = 0.0
+    for k, row in enumerate(rows):
+        weight = decay**k
+        total += weight * row.total
+        for succ, count in row.successors:
+            counts[succ] = counts.get(succ, 0.0) + weight * count
+    return MarkovCounts(counts, total)
+
+
+def loglinear_terms(item: int, counts: MarkovCounts, sequence: SequenceCandidates,
+                    n_items: int, strength: float) -> tuple[float, float]:
+    """``(log p(item), log((c + strength * p) / (n + strength)))``: the model's softmax
+    log-probability (``-log n_items``, uniform, for a user without a vector or an item the
+    model does not know yet) and the Markov counts smoothed towards it."""
+    dot = sequence.scores.get(item)
+    if dot is None:
+        dot = sequence.dots.get(item)
+    if not sequence.has_vector or dot is None:
+        log_p = -math.log(max(n_items, 1))
+    else:
+        log_p = dot - sequence.log_z
+    return log_p, float(smoothed_log_counts(counts.counts.get(item, 0.0), log_p, counts.total,
+                                            strength))
+
+
+def smoothed_log_counts(counts: Any, log_p: Any, total: Any, strength: float) -> Any:
+    """``log((counts + strength * exp(log_p)) / (total + strength))``, elementwise over
+    numbers or arrays; -inf where both the counts and the probability are 0."""
+    with np.errstate(divide="ignore"):
+        return np.log((counts + strength * np.exp(log_p)) / (total + strength))
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,15 +281,17 @@ def normalise_sources(markov: dict[int, Scored], sequence: SequenceCandidates,
 
 
 def blend(markov: dict[int, Scored], sequence: dict[int, float] | SequenceCandidates,
-          trending: Sequence[tuple[int, float]], weights: BlendWeights) -> dict[int, Scored]:
+          trending: Sequence[tuple[int, float]], weights: BlendWeights,
+          counts: MarkovCounts | None = None, n_items: int = 0) -> dict[int, Scored]:
     """Weighted sum of per-source normalised scores (:func:`normalise_sources`); a source
     with weight 0 proposes nothing. Every source that proposed an item stays in its
-    reasons."""
+    reasons. ``loglinear`` scores the proposed items by :func:`loglinear_terms` instead,
+    from ``counts`` (:func:`markov_counts` of the rows ``markov`` was scored from) and
+    ``sequence``'s dot products (its ``dots`` hold those of the other proposed items)."""
     if not isinstance(sequence, SequenceCandidates):  # log Z unknown: over the candidates
         top = max(sequence.values(), default=0.0)
         log_z = top + math.log(sum(math.exp(s - top) for s in sequence.values()) or 1.0)
         sequence = SequenceCandidates(sequence, log_z)
-    norm = normalise_sources(markov, sequence, trending, weights.normalisation)
     out: dict[int, Scored] = {}
 
     def add(item: int, value: float, reason: Reason) -> None:
@@ -236,6 +301,12 @@ def blend(markov: dict[int, Scored], sequence: dict[int, float] | SequenceCandid
         cand.score += value
         cand.reasons.append(reason)
 
+    if weights.normalisation == "loglinear":
+        if counts is None:
+            raise ValueError("loglinear blend: the Markov counts are needed")
+        _blend_loglinear(out, markov, sequence, trending, weights, counts, n_items)
+        return out
+    norm = normalise_sources(markov, sequence, trending, weights.normalisation)
     if weights.markov > 0:
         for item, value in norm.markov.items():
             add(item, weights.markov * value, markov[item].reasons[0])
@@ -250,6 +321,42 @@ def blend(markov: dict[int, Scored], sequence: dict[int, float] | SequenceCandid
     for cand in out.values():
         cand.reasons.sort(key=lambda r: REASON_ORDER[r.kind])
     return out
+
+
+def _blend_loglinear(out: dict[int, Scored], markov: dict[int, Scored],
+                     sequence: SequenceCandidates, trending: Sequence[tuple[int, float]],
+                     weights: BlendWeights, counts: MarkovCounts, n_items: int) -> None:
+    """Into ``out``: the items proposed by each source with a weight, scored log-linearly
+    (see :class:`BlendWeights`)."""
+    top_t = max((score for _, score in trending), default=0.0) or 1.0
+    trend = {item: score / top_t for item, score in trending}
+    if weights.markov > 0:
+        for item, cand in markov.items():
+            out.setdefault(item, Scored(item, 0.0)).reasons.append(cand.reasons[0])
+    if weights.sequence > 0:
+        for item, dot in sequence.scores.items():
+            out.setdefault(item, Scored(item, 0.0)).reasons.append(Reason("sequence", score=dot))
+    if weights.trending > 0:
+        for item, t in trend.items():
+            out.setdefault(item, Scored(item, 0.0)).reasons.append(Reason("trending", score=t))
+    for item, cand in out.items():
+        log_p, counted = loglinear_terms(item, counts, sequence, n_items, weights.strength)
+        cand.score = weights.trending * trend.get(item, 0.0)
+        if weights.sequence > 0:
+            cand.score += weights.sequence * log_p
+        if weights.markov > 0:
+            cand.score += weights.markov * counted
+        cand.reasons.sort(key=lambda r: REASON_ORDER[r.kind])
+    best = max((cand.score for cand in out.values()), default=0.0)
+    for cand in out.values():
+        cand.score = loglinear_published(cand.score, best)
+
+
+def loglinear_published(score: float, best: float) -> float:
+    """The published score of a log-linear candidate: ``1 / (1 + best - score)``, in
+    (0, 1] and in the same order as the log scores (1: the user's best candidate), so that
+    the popular fill and diversification, which expect positive scores, work unchanged."""
+    return 1.0 / (1.0 + (best - score)) if math.isfinite(score) else 0.0
 
 
 REASON_ORDER = {"markov": 0, "sequence": 1, "trending": 2, "popular": 3}

@@ -101,8 +101,13 @@ class ServingSettings(BatchSettings):
     weight_markov: float = Field(default=1.0, ge=0, description="blend weight of Markov")
     weight_sequence: float = Field(default=1.0, ge=0, description="blend weight of SASRec")
     weight_trending: float = Field(default=0.1, ge=0, description="blend weight of trending")
-    normalisation: Literal["max", "probability", "rank"] = Field(
-        default="max", description="how source scores are normalised with the weights above")
+    normalisation: Literal["max", "probability", "rank", "loglinear"] = Field(
+        default="max", description="how source scores are normalised with the weights above "
+        "(loglinear: SASRec's log-probability plus weight_markov times the log of the Markov "
+        "counts smoothed towards it)")
+    blend_strength: float = Field(
+        default=1.0, gt=0, description="loglinear: weight of SASRec's probability in the "
+        "smoothed Markov counts")
     blend: Literal["fitted", "settings"] = Field(
         default="fitted", description="fitted: the model's holdout-fitted blend when it has "
         "one, else the settings' weights and normalisation; settings: always the settings'")

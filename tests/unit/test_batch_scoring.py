@@ -17,6 +17,7 @@ from recmodels.scoring.ranking import (
     Scored,
     SequenceCandidates,
     blend,
+    markov_counts,
     markov_scores,
     sequence_candidates,
     top_n,
@@ -73,12 +74,26 @@ def _assert_same(got: list[Scored], expected: list[Scored]) -> None:
             assert gr.score is None or gr.score == pytest.approx(er.score, rel=1e-5)
 
 
-@pytest.mark.parametrize("normalisation", ["max", "probability", "rank"])
+def _reference(rows: list[MarkovRow], user_vector: np.ndarray, item_vectors: np.ndarray,
+               exclude: set[int], trending: list[tuple[int, float]], popular:
+               list[tuple[int, float]], w: BlendWeights, n_items: int, size: int
+               ) -> list[Scored]:
+    markov = markov_scores(rows, n_items, ALPHA, DECAY)
+    sequence = sequence_candidates(user_vector, item_vectors, 7, exclude,
+                                   also=[*markov, *(i for i, _ in trending)]) \
+        if w.needs_sequence else SequenceCandidates({}, 0.0)
+    candidates = blend(markov, sequence, trending, w, markov_counts(rows, DECAY), n_items)
+    return top_n(candidates, popular, exclude, size)
+
+
+@pytest.mark.parametrize("normalisation,strength", [
+    ("max", 1.0), ("probability", 1.0), ("rank", 1.0), ("loglinear", 0.3),
+    ("loglinear", 10.0)])
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 0.1), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0),
                                      (0.0, 0.0, 0.0), (0.7, 0.3, 0.2)])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_batch_lists_equal_the_reference(normalisation: str, weights: tuple[float, ...],
-                                         seed: int) -> None:
+def test_batch_lists_equal_the_reference(normalisation: str, strength: float,
+                                         weights: tuple[float, ...], seed: int) -> None:
     rng = random.Random(seed)
     n_users, n_items, dim, size = 25, 60, 8, 10
     rows_of, exclude, history = _random_batch(rng, n_users, n_items)
@@ -88,18 +103,16 @@ def test_batch_lists_equal_the_reference(normalisation: str, weights: tuple[floa
                     np.zeros(dim, dtype=np.float32) for _ in range(n_users)]
     trending = [(i, rng.uniform(1, 50)) for i in rng.sample(range(n_items), 8)]
     popular = sorted(((i, rng.uniform(1, 100)) for i in range(n_items)), key=lambda p: -p[1])
-    w = BlendWeights(*weights, normalisation=normalisation)  # type: ignore[arg-type]
+    w = BlendWeights(*weights, normalisation=normalisation,  # type: ignore[arg-type]
+                     strength=strength)
 
     got = rank_batch(BatchInputs(n_users, n_items, _columns(rows_of), exclude, history,
                                  trending, popular, user_vectors, item_vectors, 7),
                      w, ALPHA, DECAY, size)
 
     for u in range(n_users):
-        markov = markov_scores(rows_of[u], n_items, ALPHA, DECAY)
-        sequence = sequence_candidates(user_vectors[u], item_vectors, 7, exclude[u]) \
-            if w.sequence > 0 else SequenceCandidates({}, 0.0)
-        candidates = blend(markov, sequence, trending if history[u] else [], w)
-        expected = top_n(candidates, popular, exclude[u], size)
+        expected = _reference(rows_of[u], user_vectors[u], item_vectors, exclude[u],
+                              trending if history[u] else [], popular, w, n_items, size)
         _assert_same(got[u], expected)
 
 
@@ -111,7 +124,10 @@ def test_without_a_model_or_history_every_list_is_popular_items() -> None:
     assert got[0][0].reasons[0].kind == "popular"
 
 
-def test_an_approximate_index_that_scans_everything_gives_the_exact_lists() -> None:
+@pytest.mark.parametrize("w", [BlendWeights(1.0, 1.0, 0.0),
+                               BlendWeights(2.0, 1.0, 0.0, "loglinear", 3.0)])
+def test_an_approximate_index_that_scans_everything_gives_the_exact_lists(
+        w: BlendWeights) -> None:
     """Big catalogues are searched through the IVF index user by user; scanning every list
     it must give the lists of the exact batch path."""
     rng = random.Random(5)
@@ -124,7 +140,6 @@ def test_an_approximate_index_that_scans_everything_gives_the_exact_lists() -> N
                                                       beta=0.0, scan_items=n_items))
     assert not index.exact
     popular = [(i, float(n_items - i)) for i in range(30)]
-    w = BlendWeights(1.0, 1.0, 0.0)
 
     def lists(with_index: bool) -> list[list[Scored]]:
         return rank_batch(BatchInputs(n_users, n_items, _columns(rows_of), exclude, history,

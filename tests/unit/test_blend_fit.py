@@ -31,10 +31,12 @@ from recmodels.checkpoint import Checkpoint
 from recmodels.sasrec import SASRec, SASRecConfig
 from recmodels.scoring.ranking import (
     BlendWeights,
+    MarkovCounts,
     MarkovRow,
     Scored,
     SequenceCandidates,
     blend,
+    markov_counts,
     markov_scores,
     normalise_sources,
     top_n,
@@ -114,36 +116,45 @@ def test_grids_cover_every_single_source_and_refine_around_the_best() -> None:
     assert refine_grid((1.0, 0.0, 0.0)) == [(1.0, 0.0, 0.0)]
 
 
-def _random_case(rng: random.Random) -> tuple[dict[int, Scored], SequenceCandidates,
-                                              list[tuple[int, float]], list[int], set[int]]:
-    n_items = 30
-    rows = [MarkovRow(rng.randrange(n_items), 10.0,
-                      [(rng.randrange(n_items), float(rng.randint(1, 5)))
+N_ITEMS = 30
+
+
+def _random_case(rng: random.Random) -> tuple[dict[int, Scored], MarkovCounts,
+                                              SequenceCandidates, list[tuple[int, float]],
+                                              list[int], set[int]]:
+    rows = [MarkovRow(rng.randrange(N_ITEMS), 10.0,
+                      [(rng.randrange(N_ITEMS), float(rng.randint(1, 5)))
                        for _ in range(rng.randint(0, 6))]) for _ in range(rng.randint(0, 3))]
-    markov = markov_scores(rows, n_items, 0.1, 0.5)
-    seq = {rng.randrange(n_items): rng.uniform(-3, 3) for _ in range(rng.randint(0, 8))}
-    sequence = SequenceCandidates(seq, max(seq.values(), default=0.0) + 1.0)
-    trending = [(rng.randrange(n_items), float(rng.randint(1, 9))) for _ in range(3)]
+    markov = markov_scores(rows, N_ITEMS, 0.1, 0.5)
+    dots = {i: rng.uniform(-3, 3) for i in range(N_ITEMS - 2)}  # 2 items the model lacks
+    log_z = math.log(sum(math.exp(d) for d in dots.values()))
+    seq = {i: dots[i] for i in rng.sample(sorted(dots), rng.randint(0, 8))}
+    sequence = SequenceCandidates(seq, log_z, dots, has_vector=rng.random() < 0.8)
+    trending = [(rng.randrange(N_ITEMS), float(rng.randint(1, 9))) for _ in range(3)]
     trending = list(dict(trending).items())
-    popular = rng.sample(range(n_items), 8)
-    exclude = set(rng.sample(range(n_items), 3))
-    return markov, sequence, trending, popular, exclude
+    popular = rng.sample(range(N_ITEMS), 8)
+    exclude = set(rng.sample(range(N_ITEMS), 3))
+    return markov, markov_counts(rows, 0.5), sequence, trending, popular, exclude
 
 
-@pytest.mark.parametrize("normalisation", ["max", "probability", "rank"])
+@pytest.mark.parametrize("normalisation,strength", [
+    ("max", 1.0), ("probability", 1.0), ("rank", 1.0), ("loglinear", 0.3),
+    ("loglinear", 10.0)])
 def test_ranks_on_the_matrices_are_the_positions_serving_publishes(
-        normalisation: str) -> None:
+        normalisation: str, strength: float) -> None:
     rng = random.Random(5)
     weight_choices = [(1.0, 1.0, 0.1), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 0.0),
                       (3.0, 0.5, 0.0), (0.2, 1.0, 2.0)]
     for _ in range(60):
-        markov, sequence, trending, popular, exclude = _random_case(rng)
-        row = candidate_row(markov, sequence, trending, popular, exclude)
+        markov, counts, sequence, trending, popular, exclude = _random_case(rng)
+        row = candidate_row(markov, sequence, trending, popular, exclude, counts, N_ITEMS)
         for target in row.items:
-            c = stack_rows([row], [target], normalisation, 1)  # type: ignore[arg-type]
+            c = stack_rows([row], [target], normalisation, 1,  # type: ignore[arg-type]
+                           strength)
             for w in weight_choices:
-                weights = BlendWeights(*w, normalisation=normalisation)  # type: ignore[arg-type]
-                served = top_n(blend(markov, sequence, trending, weights),
+                weights = BlendWeights(*w, normalisation=normalisation,  # type: ignore[arg-type]
+                                       strength=strength)
+                served = top_n(blend(markov, sequence, trending, weights, counts, N_ITEMS),
                                [(i, 1.0 / (1 + p)) for p, i in enumerate(popular)],
                                exclude, n=100)
                 items = [s.item for s in served]
@@ -180,6 +191,12 @@ def test_transition_counts_read_rows_like_serving() -> None:
     assert [r.item for r in rows] == [2, 3, 9]  # last distinct items, most recent first
     assert rows[0].total == 3.0 and list(rows[0].successors) == [(3, 2.0)]
     assert rows[2].total == 0.0 and not rows[2].successors
+    # the user's own next transition (2 -> 3, counted twice) is seen once less; the
+    # other rows are untouched
+    own = counts.rows_of([9, 3, 2, 2], m=3, size=5, target=3)
+    assert own[0].total == 2.0 and dict(own[0].successors) == {3: 1.0, 4: 1.0}
+    assert own[1] == counts.rows_of([9, 3, 2, 2], m=3, size=5)[1]
+    assert counts.rows_of([5], m=1, size=5, target=1)[0].total == 0.0
     assert popular_items([[1, 2, 2], [3, 2, 1]], 2) == [(2, 3.0), (1, 2.0)]
 
 

@@ -72,3 +72,47 @@ def test_blend_normalises_each_source_and_keeps_every_reason() -> None:
     assert [r.kind for r in out[4].reasons] == ["sequence", "trending"]
     ranked = top_n(out, popular=[], exclude=set(), n=5)
     assert [s.item for s in ranked] == [3, 2, 4, 5]  # 1.33, 1.0, 0.87, 0.125
+
+
+def test_loglinear_blend_sharpens_the_model_by_the_counts_smoothed_towards_it() -> None:
+    from recmodels.scoring.ranking import (
+        BlendWeights,
+        SequenceCandidates,
+        blend,
+        markov_counts,
+        markov_scores,
+    )
+
+    rows = [MarkovRow(1, 4.0, [(2, 3.0), (3, 1.0)]), MarkovRow(7, 2.0, [(3, 2.0)])]
+    counts = markov_counts(rows, decay=0.5)
+    assert counts.counts == {2: 3.0, 3: 2.0} and counts.total == 5.0  # 1 + 0.5 * 2
+    markov = markov_scores(rows, 10, 0.0, 0.5)
+    log_z = math.log(math.exp(2.0) + math.exp(1.0) + 1.0 + 7)  # 10 items, the others at 0
+    sequence = SequenceCandidates({3: 2.0, 4: 1.0}, log_z, dots={2: 0.0, 3: 2.0})
+    weights = BlendWeights(markov=2.0, sequence=1.0, trending=0.0, normalisation="loglinear",
+                           strength=3.0)
+    out = blend(markov, sequence, [], weights, counts, 10)
+
+    def raw(item: int, dot: float) -> float:
+        log_p = dot - log_z
+        count = counts.counts.get(item, 0.0)
+        return log_p + 2.0 * math.log((count + 3.0 * math.exp(log_p)) / (5.0 + 3.0))
+
+    scores = {2: raw(2, 0.0), 3: raw(3, 2.0), 4: raw(4, 1.0)}
+    best = max(scores.values())
+    assert {i: c.score for i, c in out.items()} == pytest.approx(
+        {i: 1 / (1 + best - s) for i, s in scores.items()})
+    # the counts lift item 2 (the model's 0.0) above item 4 (the model's 1.0)
+    assert [s.item for s in top_n(out, [], set(), 3)] == [3, 2, 4]
+    assert [r.kind for r in out[3].reasons] == ["markov", "sequence"]
+    # markov weight 0: the model's order alone
+    alone = blend(markov, sequence, [], BlendWeights(0.0, 1.0, 0.0, "loglinear"), counts, 10)
+    assert [s.item for s in top_n(alone, [], set(), 3)] == [3, 4]
+    # a user without a vector: every p uniform, so the counts decide
+    none = SequenceCandidates({}, 0.0, has_vector=False)
+    counted = blend(markov, none, [], weights, counts, 10)
+    assert [s.item for s in top_n(counted, [], set(), 3)] == [2, 3]
+    with pytest.raises(ValueError, match="counts"):
+        blend(markov, sequence, [], weights)
+    with pytest.raises(ValueError, match="strength"):
+        BlendWeights(normalisation="loglinear", strength=0.0)
