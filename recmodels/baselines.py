@@ -111,11 +111,6 @@ class MarkovRecommender:
     def n_items(self) -> int:
         return len(self._indptr) - 2
 
-    def transitions(self, item: int) -> dict[int, int]:
-        lo, hi = self._indptr[item], self._indptr[item + 1]
-        return dict(zip(self._successors[lo:hi].tolist(),
-                        self._counts[lo:hi].astype(int).tolist(), strict=True))
-
     def rows(self, histories: Sequence[Sequence[int]], depth: int = 1,
              decay: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
         """The counts out of each history's last item, dense ``[n, n_items + 1]``, and

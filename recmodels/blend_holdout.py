@@ -251,7 +251,7 @@ def fit_serving_blend(split: LeaveOneOutSplit, checkpoint: Checkpoint, cfg: Serv
     training = [[i - 1 for i in seq] for seq in split.training_sequences("test")]
     # every user's whole sequence, as serving has counted them when the next event comes;
     # each holdout user's own last transition is left out by rows_of
-    counts = TransitionCounts([seq + [split.test[u] - 1] if split.test[u] else seq
+    counts = TransitionCounts([[*seq, split.test[u] - 1] if split.test[u] else seq
                                for u, seq in enumerate(training)])
     popular = popular_items(training, max(cfg.trending_candidates,
                                           cfg.top_n + cfg.exclude_recent))

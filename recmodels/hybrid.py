@@ -21,7 +21,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+import numpy as np
 import torch
 
 from recmodels.baselines import MarkovRecommender
@@ -35,13 +37,23 @@ WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
 _FLOOR = 1e-12  # keeps log() finite where both the counts and p are 0 (padding)
 
 
+class CountRows(Protocol):
+    """What the hybrid reads of the counts (:meth:`MarkovRecommender.rows`)."""
+
+    @property
+    def n_items(self) -> int: ...
+
+    def rows(self, histories: Sequence[Sequence[int]], depth: int = 1,
+             decay: float = 0.5) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 @dataclass
 class Hybrid:
     """A :class:`Recommender`: ``sequence``'s log-probabilities plus ``weight`` times the
     log of the co-occurrence counts (``counts``, fit with ``window``) smoothed towards
     them."""
 
-    counts: MarkovRecommender
+    counts: CountRows
     sequence: Recommender
     strength: float
     weight: float
@@ -84,6 +96,26 @@ class CachedScores:
         return self._scores[key]
 
 
+class CachedRows:
+    """:class:`CountRows` that reads each batch of histories once (see
+    :class:`CachedScores`)."""
+
+    def __init__(self, counts: CountRows) -> None:
+        self.counts = counts
+        self._rows: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def n_items(self) -> int:
+        return self.counts.n_items
+
+    def rows(self, histories: Sequence[Sequence[int]], depth: int = 1,
+             decay: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        key = (tuple(tuple(history) for history in histories), depth, decay)
+        if key not in self._rows:
+            self._rows[key] = self.counts.rows(histories, depth, decay)
+        return self._rows[key]
+
+
 @dataclass(frozen=True)
 class Selection:
     strength: float
@@ -98,10 +130,11 @@ def select(counts: MarkovRecommender, sequence: Recommender,
     """The (strength, weight) with the best ``validate`` score (validation split only).
     Ties go to the smaller weight, then the smaller strength: nearer the sequence model."""
     once = CachedScores(sequence)  # every pair scores the same histories
+    rows = CachedRows(counts)  # and reads the same rows
     scores: dict[tuple[float, float], float] = {}
     for strength, weight in itertools.product(strengths, weights):
         if weight == 0.0 and strength != strengths[0]:
             continue  # weight 0 is the sequence model whatever the strength
-        scores[(strength, weight)] = validate(Hybrid(counts, once, strength, weight))
+        scores[(strength, weight)] = validate(Hybrid(rows, once, strength, weight))
     best = max(scores, key=lambda sw: (scores[sw], -sw[1], -sw[0]))
     return Selection(best[0], best[1], scores)

@@ -91,9 +91,15 @@ def evaluate_recommender(evaluator: Evaluator, model: Recommender | None = None,
         current = model if baseline is None else fit_baseline(baseline, evaluator.split, stage)
         if current is None:
             raise ValueError("evaluate_recommender: give a model or a baseline name")
-        found = evaluator.evaluate_protocols(current, stage, PROTOCOLS, item_embeddings)
-        results[stage] = {protocol: metrics for protocol, metrics in found.items()}
+        results[stage] = stage_results(evaluator, current, stage, item_embeddings)
     return results
+
+
+def stage_results(evaluator: Evaluator, model: Recommender, stage: Stage,
+                  item_embeddings: torch.Tensor | None) -> dict[str, Metrics]:
+    """``{protocol: metrics}`` of one stage, both protocols from one scoring pass."""
+    found = evaluator.evaluate_protocols(model, stage, PROTOCOLS, item_embeddings)
+    return dict(found.items())
 
 
 def evaluate_hybrid(evaluator: Evaluator, sequence: Recommender,
@@ -106,14 +112,13 @@ def evaluate_hybrid(evaluator: Evaluator, sequence: Recommender,
     chosen pair, and the validation score of each pair tried)."""
     split = evaluator.split
     chooser = Evaluator(split, EvalConfig(ks=(10,), max_users=selection_users))
-    chosen = select(fit_baseline("markov", split, "valid", window=WINDOW), sequence,
+    counts = {stage: fit_baseline("markov", split, stage, window=WINDOW) for stage in STAGES}
+    chosen = select(counts["valid"], sequence,
                     lambda model: chooser.evaluate(model, "valid", "full")["ndcg@10"])
     results: Results = {}
     for stage in STAGES:
-        counts = fit_baseline("markov", split, stage, window=WINDOW)
-        hybrid = Hybrid(counts, sequence, chosen.strength, chosen.weight)
-        found = evaluator.evaluate_protocols(hybrid, stage, PROTOCOLS, item_embeddings)
-        results[stage] = {protocol: metrics for protocol, metrics in found.items()}
+        hybrid = Hybrid(counts[stage], sequence, chosen.strength, chosen.weight)
+        results[stage] = stage_results(evaluator, hybrid, stage, item_embeddings)
     selection = {"strength": chosen.strength, "weight": chosen.weight,
                  "window": WINDOW, "depth": DEPTH, "decay": DECAY,
                  "selected_on": "valid full ndcg@10",
@@ -187,8 +192,7 @@ def train_main(data: str, fmt: str | Layout, time_budget: float, out: str, *, se
     for stage, checkpoint in stages:
         recommender = checkpoint.recommender(dev)
         embeddings = recommender.item_embeddings().cpu()
-        found = evaluator.evaluate_protocols(recommender, stage, PROTOCOLS, embeddings)
-        results[stage] = {protocol: metrics for protocol, metrics in found.items()}
+        results[stage] = stage_results(evaluator, recommender, stage, embeddings)
     out_dir = Path(out)
     final.save(out_dir / "checkpoint")
     total = time.monotonic() - started

@@ -94,10 +94,21 @@ def test_the_pair_with_the_best_validation_score_is_chosen_scoring_the_model_onc
         model.score([[4]])
         return table[(model.strength, model.weight)]
 
-    chosen = select(_counts(), sequence, validate, strengths=(1.0, 10.0),
+    counts = _counts()
+    reads: list[int] = []
+    read_rows = counts.rows
+
+    def counting_rows(histories: Sequence[Sequence[int]], depth: int = 1,
+                      decay: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        reads.append(len(histories))
+        return read_rows(histories, depth, decay)
+
+    counts.rows = counting_rows  # type: ignore[method-assign]
+    chosen = select(counts, sequence, validate, strengths=(1.0, 10.0),
                     weights=(0.0, 0.5, 1.0))
     assert seen == [(1.0, 0.0), (1.0, 0.5), (1.0, 1.0), (10.0, 0.5), (10.0, 1.0)], \
         "weight 0 is tried once: the strength does not matter there"
     assert (chosen.strength, chosen.weight) == (1.0, 0.5), "a tie goes to the smaller strength"
     assert chosen.valid[(10.0, 1.0)] == 0.25
     assert sequence.batches_scored == 2, "each batch of histories is scored once"
+    assert reads == [2, 1], "and its rows are read once"
