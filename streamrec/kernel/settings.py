@@ -89,6 +89,9 @@ class StateSettings(BatchSettings):
     allowed_lateness_s: float = Field(
         default=3600.0, description="older than the user's last event by more: late; <0 off"
     )
+    bought_kept: int = Field(
+        default=200, ge=0, description="items kept in a user's bought set (never "
+        "recommended to them): those bought most recently, by event time (0: all)")
 
 
 class ServingSettings(BatchSettings):

@@ -16,7 +16,7 @@
 --   4 popularity half-life ms (0: none)
 --   5 event ids remembered per user D (0: no dedupe)  6 allowed lateness ms (<0: off)
 --   7 watermark group  8, 9, 10 weights of view, click, purchase  11 user TTL s (0: never)
---   12 number of partitions B, then
+--   12 bought items kept per user (0: all)  13 number of partitions B, then
 --   B x (topic, partition, expected watermark, new watermark; -1: none), then the
 --   number of events N,
 --   then one string of N records in arrival order (offsets increase within each
@@ -39,7 +39,8 @@ local D = tonumber(ARGV[5])
 local lateness = tonumber(ARGV[6])
 local group = ARGV[7]
 local user_ttl = tonumber(ARGV[11])
-local nblocks = tonumber(ARGV[12])
+local bought_kept = tonumber(ARGV[12])
+local nblocks = tonumber(ARGV[13])
 
 local idx_key = prefix .. 'item:idx'
 local ids_key = prefix .. 'item:ids'
@@ -350,6 +351,30 @@ local function insert(u, x)
   return true
 end
 
+-- The bought set: a sorted set of item -> the latest purchase time. Kept to the
+-- bought_kept latest (by time, then item); whatever the order purchases arrive in, it
+-- ends as the bought_kept items with the latest purchases: an item trimmed out comes
+-- back only with a purchase later than every kept one's earliest. A plain set (written
+-- before the bought sets were bounded) is converted, its items at time 0.
+local function add_bought(key, c, ts_text)
+  local added = redis.pcall('ZADD', key, 'GT', ts_text, c)
+  if type(added) == 'table' and added.err then
+    local old = redis.pcall('SMEMBERS', key)
+    redis.call('DEL', key)
+    if type(old) == 'table' and not old.err then
+      for _, member in ipairs(old) do
+        redis.call('ZADD', key, 0, member)
+      end
+    else
+      corrupted = corrupted + 1  -- neither: started anew
+    end
+    redis.call('ZADD', key, 'GT', ts_text, c)
+  end
+  if bought_kept > 0 then
+    redis.call('ZREMRANGEBYRANK', key, 0, -(bought_kept + 1))
+  end
+end
+
 local function apply(u, user, item, etype, ts_text, tie, idh)
   local ts = tonumber(ts_text)
   local c = item_index(item)
@@ -357,13 +382,7 @@ local function apply(u, user, item, etype, ts_text, tie, idh)
   local w = weight_of[rank]
   add_popularity(c, w, ts)
   if etype == 'purchase' then
-    local bought = prefix .. 'u:' .. user .. ':bought'
-    local added = redis.pcall('SADD', bought, c)
-    if type(added) == 'table' and added.err then  -- not a set: corrupted
-      corrupted = corrupted + 1
-      redis.call('DEL', bought)
-      redis.call('SADD', bought, c)
-    end
+    add_bought(prefix .. 'u:' .. user .. ':bought', c, ts_text)
   end
   u.n = u.n + 1
   local x = {ts = ts, tie = tie, idh = idh, item = c, rank = rank}
@@ -408,7 +427,7 @@ end
 -- those partitions again from there.
 local wm_keys, wms, highs, targets = {}, {}, {}, {}
 local regressed = {-1}
-local i = 13
+local i = 14
 for b = 1, nblocks do
   wm_keys[b] = prefix .. 'wm:' .. group .. ':' .. ARGV[i] .. ':' .. ARGV[i + 1]
   wms[b] = tonumber(redis.call('GET', wm_keys[b]) or '-1')

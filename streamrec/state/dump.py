@@ -16,7 +16,7 @@ from streamrec.kernel.clients import redis_client
 from streamrec.kernel.settings import Settings
 from streamrec.state.keys import Keys
 from streamrec.state.reader import decode_sequence
-from streamrec.state.users import user_ids
+from streamrec.state.users import bought_items, user_ids
 
 
 def _num(x: float) -> float | int:
@@ -49,7 +49,7 @@ async def collect_state(redis: Redis, keys: Keys, half_life_s: float) -> dict[st
     meta = await r.hgetall(keys.popularity_meta)
     pop = await r.zrange(keys.popularity, 0, -1, withscores=True)
     user_fields = [(user_id, await r.hgetall(keys.user(user_id)),
-                    await r.smembers(keys.bought(user_id)))
+                    await bought_items(redis, keys, user_id))
                    for user_id in await user_ids(redis, keys)]
     ids = [x.decode() for x in await r.lrange(keys.item_ids, 0, -1)]
 

@@ -44,9 +44,12 @@ for a = 6, #ARGV do
     fields = {}
   end
   local seq = fields[1] or ''
-  local bought = redis.pcall('SMEMBERS', ukey .. ':bought')
-  if bought.err then
-    bought = {}
+  local bought = redis.pcall('ZRANGE', ukey .. ':bought', 0, -1)
+  if bought.err then  -- the plain set of an older version
+    bought = redis.pcall('SMEMBERS', ukey .. ':bought')
+    if bought.err then
+      bought = {}
+    end
   end
   local items = {}
   local seen = {}

@@ -51,6 +51,7 @@ class ApplyConfig:
     group: str
     weights: tuple[str, str, str]  # weights of view, click, purchase, as the script reads them
     user_ttl_s: int = 0
+    bought_kept: int = 0  # 0: all
 
     @classmethod
     def from_settings(cls, prefix: str, group: str, state: StateSettings) -> ApplyConfig:
@@ -66,10 +67,11 @@ class ApplyConfig:
             weights=(repr(state.weights.view), repr(state.weights.click),
                      repr(state.weights.purchase)),
             user_ttl_s=int(state.user_ttl_s),
+            bought_kept=state.bought_kept,
         )
 
 
-HEADER_ARGS = 12  # ARGV before the partitions (see apply_batch.lua)
+HEADER_ARGS = 13  # ARGV before the partitions (see apply_batch.lua)
 FIELD, RECORD = "\x1f", "\x1e"  # ids never hold control characters (streamrec.contracts.event)
 TYPE_RANK: dict[str, int] = {"view": 0, "click": 1, "purchase": 2}
 
@@ -122,7 +124,7 @@ def pack_batch(batch: Iterable[Positioned], config: ApplyConfig,
     args: list[str | int] = [
         config.prefix, config.sequence_length, config.reorder_window, config.half_life_ms,
         config.dedupe_events, config.allowed_lateness_ms, config.group, *config.weights,
-        config.user_ttl_s, len(blocks),
+        config.user_ttl_s, config.bought_kept, len(blocks),
     ]
     assert len(args) == HEADER_ARGS
     none = Progress(-1, -1)

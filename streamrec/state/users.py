@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from streamrec.state.keys import Keys
 from streamrec.state.reader import decode_sequence
@@ -18,6 +19,17 @@ async def user_ids(redis: Redis, keys: Keys) -> list[str]:
     found = [keys.user_of(raw.decode()) async for raw in
              redis.scan_iter(match=keys.user_pattern, count=SCAN_COUNT)]
     return sorted(user for user in found if user is not None)
+
+
+async def bought_items(redis: Redis, keys: Keys, user_id: str) -> list[bytes]:
+    """The item indexes of a user's bought set, latest purchase last (a plain set written
+    before the sets were bounded: its items, unordered; until its next purchase)."""
+    r: Any = redis
+    try:
+        items: list[bytes] = await r.zrange(keys.bought(user_id), 0, -1)
+    except ResponseError:  # WRONGTYPE: the plain set of an older version
+        items = list(await r.smembers(keys.bought(user_id)))
+    return items
 
 
 async def read_sequences(redis: Redis, keys: Keys) -> tuple[list[str], dict[str, list[str]]]:
@@ -42,12 +54,10 @@ async def user_profile(redis: Redis, keys: Keys, user_id: str) -> dict[str, Any]
     """One user's state for people to read: recent items (oldest first), bought items,
     events applied and the newest event time; None when the user has no state."""
     r: Any = redis
-    pipe = r.pipeline(transaction=False)
-    pipe.hmget(keys.user(user_id), "seq", "n", "ts")
-    pipe.smembers(keys.bought(user_id))
-    (packed, n, ts), bought = await pipe.execute()
+    packed, n, ts = await r.hmget(keys.user(user_id), "seq", "n", "ts")
     if n is None:
         return None
+    bought = await bought_items(redis, keys, user_id)
     indexes = decode_sequence(packed or b"")
     wanted = [*indexes, *(int(b) for b in bought)]
     pipe = r.pipeline(transaction=False)

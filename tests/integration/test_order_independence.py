@@ -233,3 +233,35 @@ def test_small_windows_that_evict_give_the_state_of_time_order(
         _batches([Positioned("t", 0, n, e) for n, e in enumerate(arrived)], cuts))
     assert other == reference
     assert reference["late"] == 0
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(events=user_events(min_events=6), picks=st.lists(st.integers(0, 2), max_size=30),
+       cuts=st.lists(st.integers(0, 200), max_size=6))
+def test_a_bounded_bought_set_is_the_same_in_any_interleaving(
+        stack: StackInfo, events: list[Event], picks: list[int], cuts: list[int]) -> None:
+    """Trimmed to its 2 latest purchases at every step, a user's bought set still ends the
+    same whatever the order purchases arrive in (equal timestamps included)."""
+    state = ORDERED.model_copy(update={"bought_kept": 2})
+    topics = _by_topic(events)
+    in_order = sorted((Positioned(e.type, 0, topics[e.type].index(e), e) for e in events),
+                      key=lambda p: event_key(p.event))
+    reference, other = _run(stack, state, [in_order], _batches(_interleave(topics, picks), cuts))
+    assert other == reference
+    for user, kept in reference["users"].items():
+        bought = {e.item_id for e in events if e.user_id == user and e.type == "purchase"}
+        assert len(kept["bought"]) == min(2, len(bought))
+        assert set(kept["bought"]) <= bought
+
+
+def test_the_bought_set_keeps_the_latest_purchases_and_drops_a_late_old_one(
+        stack: StackInfo) -> None:
+    state = ORDERED.model_copy(update={"bought_kept": 2})
+    bought = [("a", 4000), ("b", 1000), ("c", 3000), ("a", 500), ("d", 2000), ("b", 200)]
+    events = [Positioned("purchase", 0, n, Event(f"p{n}", "u", item, "purchase", ts))
+              for n, (item, ts) in enumerate(bought)]
+    (dump,) = _run(stack, state, [events[:3], events[3:]])
+    assert dump["users"]["u"]["bought"] == ["a", "c"]  # the two latest: a at 4000, c at 3000
+    (unbounded,) = _run(stack, ORDERED, [events])
+    assert unbounded["users"]["u"]["bought"] == ["a", "b", "c", "d"]

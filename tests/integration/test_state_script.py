@@ -291,3 +291,30 @@ def test_zero_lateness_makes_every_older_event_late(stack: StackInfo) -> None:
                                                 allowed_lateness_s=0), batch)
     assert result.late == 1
     assert sorted(dump["users"]["u"]["sequence"]) == ["a", "b"]
+
+
+def test_a_plain_bought_set_of_an_older_version_is_kept_and_bounded(stack: StackInfo) -> None:
+    """Bought sets written as plain sets (before they were bounded) are read as they are,
+    and converted, their items kept, at the user's next purchase."""
+    async def go() -> tuple[list[Any], dict[str, Any]]:
+        redis = Redis.from_url(stack.redis_url)
+        prefix = f"s{uuid.uuid4().hex[:6]}:"
+        keys = Keys(prefix)
+        state = StateSettings(popularity_half_life_s=0, bought_kept=3)
+        store = RedisStateStore(redis, ApplyConfig.from_settings(prefix, "g", state))
+        await store.apply(_events(("u", "a", "view", 1), ("u", "b", "view", 2)))
+        await redis.delete(keys.bought("u"))
+        await redis.sadd(keys.bought("u"), "0", "1")  # type: ignore[misc]  # a and b
+        before = (await collect_state(redis, keys, 0))["users"]["u"]["bought"]
+        later = [Positioned("ev", 0, 5 + n, Event(f"later-{n}", "u", item, "purchase", ts))
+                 for n, (item, ts) in enumerate((("c", 10), ("d", 11)))]
+        await store.apply(later)
+        after = await collect_state(redis, keys, 0)
+        kind = await redis.type(keys.bought("u"))
+        await redis.aclose()
+        return [before, kind], after
+
+    (before, kind), after = asyncio.run(go())
+    assert before == ["a", "b"]
+    assert kind == b"zset"
+    assert after["users"]["u"]["bought"] == ["b", "c", "d"]  # a (time 0) trimmed to keep 3
