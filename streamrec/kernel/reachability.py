@@ -73,6 +73,12 @@ def redis_service(settings: Settings) -> Service:
         redis = redis_client(settings.redis)
         try:
             await redis.ping()
+            try:
+                cluster = await redis.info("cluster")
+            except ResponseError as exc:  # INFO not allowed for this ACL user: cannot tell
+                if "NOPERM" not in str(exc):
+                    raise
+                cluster = {}
         except AuthenticationError as exc:
             raise ServiceRefused(f"Redis at {redis_address(settings.redis.url)} refused the "
                                  "credentials (STREAMREC_REDIS__USERNAME, "
@@ -85,6 +91,12 @@ def redis_service(settings: Settings) -> Service:
             raise
         finally:
             await redis.aclose()
+        if cluster.get("cluster_enabled") in (1, "1"):
+            raise ServiceRefused(
+                f"Redis at {redis_address(settings.redis.url)} (STREAMREC_REDIS__URL) is a "
+                "Redis Cluster node: the state step is one script over keys of several hash "
+                "slots, so it needs a single Redis primary (with replicas if you like), not "
+                "Redis Cluster; see docs/scaling.md")
 
     return Service("Redis", redis_address(settings.redis.url), "STREAMREC_REDIS__URL", probe)
 
