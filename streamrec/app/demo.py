@@ -138,7 +138,7 @@ def run_demo(users: int = 100, timeout_s: float = 300.0, rate: float = 500.0,
     signal.signal(signal.SIGTERM, _raise_interrupt)
     # Ctrl-C stops the demo even when it was started with SIGINT ignored (a background
     # job of a non-interactive shell), where Python installs no handler of its own
-    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     data = find_data(offline=offline)
     print(f"demo: data is {data.origin} ({len(data.events)} events)")
     run_dir = Path(tempfile.mkdtemp(prefix="streamrec-demo-"))

@@ -79,4 +79,5 @@ def test_ctrl_c_stops_everything_it_started() -> None:
     rest, _ = demo.communicate(timeout=60)
     assert demo.returncode == 130, rest[-2000:]
     assert "stopped the worker, the broker and Redis" in rest
+    assert "Task was destroyed" not in rest and "Traceback" not in rest, rest[-2000:]
     assert _processes_under(run_dir) == []
