@@ -14,7 +14,7 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from aiokafka.client import AIOKafkaClient
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from streamrec.kernel.clients import aiokafka_options, redis_client
 from streamrec.kernel.errors import StreamrecError
@@ -75,16 +75,15 @@ def redis_service(settings: Settings) -> Service:
             await redis.ping()
             try:
                 cluster = await redis.info("cluster")
-            except ResponseError as exc:  # INFO not allowed for this ACL user: cannot tell
-                if "NOPERM" not in str(exc):
-                    raise
-                cluster = {}
+            except ResponseError:  # INFO not allowed for this ACL user, or renamed (managed
+                cluster = {}  # services): cannot tell
         except AuthenticationError as exc:
             raise ServiceRefused(f"Redis at {redis_address(settings.redis.url)} refused the "
                                  "credentials (STREAMREC_REDIS__USERNAME, "
                                  f"STREAMREC_REDIS__PASSWORD): {exc}") from None
         except ResponseError as exc:
-            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) or "NOPERM" in str(exc):
+            if isinstance(exc, NoPermissionError) or "NOAUTH" in str(exc) \
+                    or "WRONGPASS" in str(exc):
                 raise ServiceRefused(f"Redis at {redis_address(settings.redis.url)} refused "
                                      "us (STREAMREC_REDIS__USERNAME, STREAMREC_REDIS__PASSWORD)"
                                      f": {exc}") from None

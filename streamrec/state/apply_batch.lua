@@ -352,13 +352,15 @@ local function insert(u, x)
 end
 
 -- The bought set: a sorted set of item -> the latest purchase time. Kept to the
--- bought_kept latest (by time, then item); whatever the order purchases arrive in, it
+-- bought_kept latest (by time, then item index as text); whatever the order purchases arrive in, it
 -- ends as the bought_kept items with the latest purchases: an item trimmed out comes
 -- back only with a purchase later than every kept one's earliest. A plain set (written
 -- before the bought sets were bounded) is converted, its items at time 0.
 local function add_bought(key, c, ts_text)
   local added = redis.pcall('ZADD', key, 'GT', ts_text, c)
-  if type(added) == 'table' and added.err then
+  if type(added) == 'table' and added.err and string.sub(added.err, 1, 9) ~= 'WRONGTYPE' then
+    redis.call('ZADD', key, 'GT', ts_text, c)  -- any other error (OOM): raised as it is
+  elseif type(added) == 'table' and added.err then
     local old = redis.pcall('SMEMBERS', key)
     redis.call('DEL', key)
     if type(old) == 'table' and not old.err then
