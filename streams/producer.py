@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Iterable
 
 import orjson
@@ -14,6 +13,7 @@ from tqdm import tqdm
 
 from recmodels.datasets import Interaction
 from streamrec.kernel.clients import aiokafka_options
+from streamrec.kernel.pacing import Pacer
 from streamrec.kernel.settings import Settings
 from streamrec.kernel.topics import input_topics
 
@@ -50,7 +50,7 @@ async def publish(settings: Settings, events: Iterable[Interaction], total: int,
     """Publish events to the typed input topics, keyed by user; returns the count."""
     bar = tqdm(total=total, unit="ev", file=sys.stderr, disable=not progress)
     sent = 0
-    start = time.perf_counter()
+    pacer = Pacer(rate)
     pending: list[asyncio.Future[object]] = []
     try:
         async with EventPublisher(settings) as publisher:
@@ -61,14 +61,12 @@ async def publish(settings: Settings, events: Iterable[Interaction], total: int,
                     await asyncio.gather(*pending)
                     bar.update(len(pending))
                     pending.clear()
-                if rate:
-                    ahead = sent / rate - (time.perf_counter() - start)
-                    if ahead > 0.002:
-                        await asyncio.sleep(ahead)
-                        if pending:
-                            await asyncio.gather(*pending)
-                            bar.update(len(pending))
-                            pending.clear()
+                if wait := pacer.ahead(sent):
+                    await asyncio.sleep(wait)
+                    if pending:
+                        await asyncio.gather(*pending)
+                        bar.update(len(pending))
+                        pending.clear()
             await asyncio.gather(*pending)
             bar.update(len(pending))
     finally:

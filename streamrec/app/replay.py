@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from recmodels.adapters import BadRows, Layout, interactions
 from streamrec.client import AsyncEventProducer
+from streamrec.kernel.pacing import Pacer
 from streamrec.kernel.settings import Settings
 
 FLUSH_EVERY = 1000  # events between delivery checks
@@ -20,16 +20,16 @@ async def produce_file(settings: Settings, file: str, fmt: str | Layout,
     second; returns how many were delivered, and the rows that were not events."""
     bad = BadRows()
     events = interactions(file, fmt, bad, progress=progress, limit=limit)
-    start = time.perf_counter()
+    pacer = Pacer(rate)
     delivered = 0
     async with AsyncEventProducer(kafka=settings.kafka, topics=settings.topics) as producer:
         for sent, e in enumerate(events, 1):
             await producer.send(e.user_id, e.item_id, e.type, ts=e.ts, event_id=e.event_id,
                                 session_id=e.session_id)
-            ahead = sent / rate - (time.perf_counter() - start) if rate else 0.0
-            if sent % FLUSH_EVERY == 0 or ahead > 0.002:
+            wait = pacer.ahead(sent)
+            if sent % FLUSH_EVERY == 0 or wait:
                 delivered += await producer.flush()
-                if ahead > 0.002:
-                    await asyncio.sleep(ahead)
+                if wait:
+                    await asyncio.sleep(wait)
         delivered += await producer.flush()
     return delivered, bad
