@@ -48,12 +48,17 @@ async def forget(eraser: Eraser, out: Records, topic: str, users: Sequence[str],
     return deleted
 
 
-async def _tombstones_again(outbox: Outbox, topic: str, users: Sequence[str]) -> None:
-    await asyncio.sleep(AGAIN_AFTER_S)
+async def send_tombstones(outbox: Outbox, topic: str, users: Sequence[str]) -> None:
+    """A tombstone for each user on ``topic``, delivered."""
     out = outbox.records()
     for user in users:
         await out.send(topic, user.encode(), None)
     await out.delivered()
+
+
+async def _tombstones_again(outbox: Outbox, topic: str, users: Sequence[str]) -> None:
+    await asyncio.sleep(AGAIN_AFTER_S)
+    await send_tombstones(outbox, topic, users)
 
 
 async def process_erasures(batches: AsyncIterator[Batch], eraser: Eraser, outbox: Outbox,
