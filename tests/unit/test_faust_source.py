@@ -206,3 +206,17 @@ def test_reading_starts_where_faust_resumes_the_committed_offset() -> None:
     assert source._lags() == {(TOPIC, 0): 46, (TOPIC, 1): 40}
     batch = source._batch(_events(0, range(4, 9)))  # from the committed offset on
     assert [r.offset for r in batch] == [4, 5, 6, 7, 8]
+
+
+def test_the_installed_faust_consumer_keeps_the_gaps_the_source_clears() -> None:
+    """The source clears the gaps Faust's fetcher marks after a seek through the consumer's
+    private ``_gap`` (interval trees per partition, as the fake above). A Faust release
+    without it would bring the skipped records back silently: this fails first."""
+    import faust
+
+    app = faust.App("gap-probe", broker="kafka://127.0.0.1:1", store="memory://")
+    gaps = app.consumer._gap
+    tree = gaps[TP("t", 0)]  # a default dict of interval trees
+    tree.add(IntervalTree.from_tuples([(1, 5)]).pop())
+    tree.chop(1, 2 ** 63)
+    assert not tree
