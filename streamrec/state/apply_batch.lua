@@ -351,11 +351,35 @@ local function insert(u, x)
   return true
 end
 
--- The bought set: a sorted set of item -> the latest purchase time. Kept to the
--- bought_kept latest (by time, then item index as text); whatever the order purchases arrive in, it
--- ends as the bought_kept items with the latest purchases: an item trimmed out comes
--- back only with a purchase later than every kept one's earliest. A plain set (written
--- before the bought sets were bounded) is converted, its items at time 0.
+-- The bought set: a sorted set of item index -> the latest purchase time, kept to the
+-- bought_kept latest by (time, item id): whatever the order purchases arrive in, it ends
+-- as the bought_kept items with the latest purchases, ties going to the greater item id
+-- (ids, not indexes: indexes depend on arrival order). An item trimmed out comes back only
+-- with a purchase later than every kept one's earliest.
+local function trim_bought(key)
+  local excess = redis.call('ZCARD', key) - bought_kept
+  if excess <= 0 then
+    return
+  end
+  local edge = redis.call('ZRANGE', key, excess, excess, 'WITHSCORES')[2]  -- first kept
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. edge)
+  excess = redis.call('ZCARD', key) - bought_kept
+  if excess <= 0 then
+    return
+  end
+  local tied = redis.call('ZRANGEBYSCORE', key, edge, edge)
+  local id_of = {}
+  for _, member in ipairs(tied) do
+    id_of[member] = redis.call('LINDEX', ids_key, tonumber(member)) or ''
+  end
+  table.sort(tied, function(a, b) return id_of[a] < id_of[b] end)
+  for k = 1, excess do
+    redis.call('ZREM', key, tied[k])
+  end
+end
+
+-- A plain set (written before the bought sets were bounded) is converted, its items at
+-- time 0.
 local function add_bought(key, c, ts_text)
   local added = redis.pcall('ZADD', key, 'GT', ts_text, c)
   if type(added) == 'table' and added.err and string.sub(added.err, 1, 9) ~= 'WRONGTYPE' then
@@ -373,7 +397,7 @@ local function add_bought(key, c, ts_text)
     redis.call('ZADD', key, 'GT', ts_text, c)
   end
   if bought_kept > 0 then
-    redis.call('ZREMRANGEBYRANK', key, 0, -(bought_kept + 1))
+    trim_bought(key)
   end
 end
 

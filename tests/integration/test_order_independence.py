@@ -235,7 +235,7 @@ def test_small_windows_that_evict_give_the_state_of_time_order(
     assert reference["late"] == 0
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(events=user_events(min_events=6), picks=st.lists(st.integers(0, 2), max_size=30),
        cuts=st.lists(st.integers(0, 200), max_size=6))
@@ -265,3 +265,19 @@ def test_the_bought_set_keeps_the_latest_purchases_and_drops_a_late_old_one(
     assert dump["users"]["u"]["bought"] == ["a", "c"]  # the two latest: a at 4000, c at 3000
     (unbounded,) = _run(stack, ORDERED, [events])
     assert unbounded["users"]["u"]["bought"] == ["a", "b", "c", "d"]
+
+
+def test_purchases_at_the_same_time_keep_the_same_items_whatever_indexes_they_got(
+        stack: StackInfo) -> None:
+    """Item indexes are given in arrival order, so two runs index items differently; a tie
+    in purchase time goes by item id, not by index."""
+    state = ORDERED.model_copy(update={"bought_kept": 1})
+    views = [Event(f"v{k}", "w", item, "view", 0) for k, item in enumerate("xyz")]
+    bought = [Event(f"p{k}", "u", item, "purchase", 500) for k, item in enumerate("zyx")]
+    first = [Positioned("view", 0, n, e) for n, e in enumerate(views)] + \
+        [Positioned("purchase", 0, n, e) for n, e in enumerate(bought)]
+    # the purchases first: z, y, x get the indexes x, y, z got in the first run
+    second = [Positioned("purchase", 0, n, e) for n, e in enumerate(bought)] + \
+        [Positioned("view", 0, n, e) for n, e in enumerate(views)]
+    one, two = _run(stack, state, [first], [second])
+    assert one["users"]["u"]["bought"] == two["users"]["u"]["bought"] == ["z"]
