@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import orjson
 import pytest
 
 from infra.processes import WorkerProcess
-from infra.stack import Stack, find_redis_server, free_port, redis_answers
+from infra.stack import Stack, free_port
 from recmodels.datasets import Interaction
 from streamrec.kernel.settings import Settings
 from streams.producer import publish
@@ -110,26 +109,3 @@ def test_a_long_running_command_gives_up_after_its_connect_timeout(tmp_path: Pat
     assert "gave up after 3 s (--connect-timeout)" in done.stderr
     assert "Traceback" not in done.stderr
 
-
-def test_a_redis_cluster_node_is_refused_at_once_with_what_is_needed(tmp_path: Path) -> None:
-    """The state step needs one primary: pointed at a Redis Cluster node, a command says so
-    and exits, instead of failing later on a script reaching another node's keys."""
-    port = free_port()
-    node = subprocess.Popen(
-        [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--cluster-enabled", "yes", "--dir", str(tmp_path),
-         "--cluster-config-file", str(tmp_path / "nodes.conf")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while not redis_answers(port) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        pipeline = _pipeline(tmp_path, StackInfo(free_port(), port))
-        done = pipeline.cli("state", "dump", timeout=60)
-        assert done.returncode == 2, done.stderr
-        assert "is a Redis Cluster node" in done.stderr
-        assert "needs a single Redis primary" in done.stderr
-        assert "Traceback" not in done.stderr + done.stdout
-    finally:
-        node.terminate()
-        node.wait(10)
