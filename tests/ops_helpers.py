@@ -30,6 +30,7 @@ DASHBOARD_JSON = GRAFANA / "dashboards" / "streamrec.json"
 DATASOURCES_YML = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARD_PROVIDER_YML = GRAFANA / "provisioning" / "dashboards" / "streamrec.yml"
 COMPOSE_YML = ROOT / "docker-compose.yml"
+COMPOSE_ACL_YML = ROOT / "docker-compose.acl.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
 # What Grafana would put in for its built-in variables, for a 1 s scrape interval.

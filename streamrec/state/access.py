@@ -11,7 +11,9 @@ against the caller's keys, so the split below holds inside the state scripts too
   vectors (in the user hashes) only; never a Markov row, popularity or a model;
 - ``trainer``: reads everything; writes models only;
 - ``operator`` (``streamrec state dump``, ``items``, ``users forget``): every key of the
-  prefix, still no dangerous command.
+  prefix, still no dangerous command;
+- ``monitor`` (redis_exporter, health checks): no key at all; server introspection only
+  (INFO, CONFIG GET, SLOWLOG, LATENCY, CLIENT LIST, MEMORY STATS, CLUSTER INFO).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from collections.abc import Mapping
 
 from streamrec.state.keys import Keys
 
-ROLES = ("stream", "serving", "trainer", "operator")
+ROLES = ("stream", "serving", "trainer", "operator", "monitor")
 COMMANDS = ("-@all +@read +@write +@connection +evalsha +eval +script|load +script|exists "
             "-@dangerous")
+MONITOR_COMMANDS = ("-@all +@connection +info +config|get +slowlog|get +slowlog|len "
+                    "+latency|latest +client|list +memory|stats +cluster|info")
 
 
 def key_patterns(keys: Keys) -> dict[str, list[str]]:
@@ -36,6 +40,7 @@ def key_patterns(keys: Keys) -> dict[str, list[str]]:
         "serving": [f"%R~{p}*", f"%W~{p}served:*", f"%W~{p}u:*"],
         "trainer": [f"%R~{p}*", f"%RW~{p}model:*"],
         "operator": [f"%RW~{p}*"],
+        "monitor": [],
     }
 
 
@@ -52,6 +57,7 @@ def acl_lines(keys: Keys, passwords: Mapping[str, str]) -> list[str]:
     lines = ["user default off resetkeys resetchannels -@all"]
     for role, patterns in key_patterns(keys).items():
         digest = hashlib.sha256(passwords[role].encode()).hexdigest()
-        lines.append(f"user {user_name(role)} on #{digest} resetkeys resetchannels "
-                     f"{' '.join(patterns)} {COMMANDS}")
+        commands = MONITOR_COMMANDS if role == "monitor" else COMMANDS
+        lines.append(" ".join(["user", user_name(role), "on", f"#{digest}", "resetkeys",
+                               "resetchannels", *patterns, commands]))
     return lines

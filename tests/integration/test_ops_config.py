@@ -26,6 +26,7 @@ from streams.producer import publish
 from tests.conftest import Pipeline, kafka_producer
 from tests.ops_helpers import (
     ALERTS_YML,
+    COMPOSE_ACL_YML,
     COMPOSE_YML,
     DASHBOARD_JSON,
     DASHBOARD_PROVIDER_YML,
@@ -336,13 +337,40 @@ def test_grafana_provisioning_points_the_dashboard_at_the_provisioned_prometheus
 # ---------------------------------------------------------------- docker-compose, Dockerfile
 
 
-def test_compose_file_follows_the_compose_specification() -> None:
+@pytest.mark.parametrize("path", [COMPOSE_YML, COMPOSE_ACL_YML], ids=lambda p: p.name)
+def test_compose_file_follows_the_compose_specification(path: Path) -> None:
     try:
         argv = check_jsonschema_argv()
     except OpsToolError as exc:
         pytest.fail(str(exc))
-    done = _run([*argv, "--builtin-schema", "vendor.compose-spec", str(COMPOSE_YML)])
+    done = _run([*argv, "--builtin-schema", "vendor.compose-spec", str(path)])
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_acl_override_signs_every_service_in_as_its_role() -> None:
+    """docker-compose.acl.yml: Redis loads the ACL file of `streamrec redis-acl` with the
+    base file's flags unchanged, each service signs in as its role's user, the exporter and
+    the health check as the monitor, and every password comes from the environment."""
+    base = load_yaml(COMPOSE_YML)["services"]
+    acl = load_yaml(COMPOSE_ACL_YML)["services"]
+    assert set(acl) <= set(base), "the override only adds to the base file's services"
+    command = acl["redis"]["command"]
+    assert command == [*base["redis"]["command"], "--aclfile", "/etc/redis/users.acl"]
+    assert "./infra/redis/users.acl:/etc/redis/users.acl:ro" in acl["redis"]["volumes"]
+    assert "--user streamrec-monitor" in " ".join(acl["redis"]["healthcheck"]["test"])
+    users = {"stream-worker": "stream", "serving-worker": "serving", "trainer": "trainer",
+             "trainer-gpu": "trainer"}
+    for service, role in users.items():
+        env = acl[service]["environment"]
+        assert env["STREAMREC_REDIS__USERNAME"] == f"streamrec-{role}", service
+        assert env["STREAMREC_REDIS__PASSWORD"].startswith(
+            f"${{STREAMREC_ACL_PASSWORD_{role.upper()}:?"), service
+    exporter = acl["redis-exporter"]["environment"]
+    assert exporter["REDIS_USER"] == "streamrec-monitor"
+    assert exporter["REDIS_PASSWORD"].startswith("${STREAMREC_ACL_PASSWORD_MONITOR:?")
+    assert acl["redis"]["environment"]["REDISCLI_AUTH"].startswith(
+        "${STREAMREC_ACL_PASSWORD_MONITOR:?")
+    assert "infra/redis/users.acl" in (ROOT / ".gitignore").read_text().split()
 
 
 def test_every_compose_service_is_healthchecked_pinned_and_wired() -> None:

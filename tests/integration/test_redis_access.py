@@ -187,7 +187,14 @@ def test_each_role_runs_as_its_own_user_over_tls_and_is_refused_the_rest(
     _refused(lambda: trainer_user.hset(f"{prefix}u:someone", "seq", b""))
     for role in ROLES:
         _refused(secure_redis.client(role).flushall)
-        _refused(lambda r=role: secure_redis.client(r).config_get("*"))
+        if role != "monitor":
+            _refused(lambda r=role: secure_redis.client(r).config_get("*"))
+    monitor = secure_redis.client("monitor")  # what redis_exporter and health checks run
+    assert monitor.ping() and "used_memory" in monitor.info("memory")
+    assert "maxmemory" in monitor.config_get("maxmemory")
+    _refused(lambda: monitor.get(f"{prefix}stats"))  # no key at all
+    _refused(lambda: monitor.set(f"{prefix}stats", "x"))
+    _refused(lambda: monitor.config_set("maxmemory", "1"))
     with pytest.raises(redis.RedisError):
         secure_redis.client(None).get(f"{prefix}stats")  # the default user is off
 
