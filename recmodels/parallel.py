@@ -107,9 +107,9 @@ class Workers:
             raise RanksDiverged(f"train: rank {self.rank}'s weights differ from rank 0's")
 
     def close(self) -> None:
-        """Leave the process group together: a rank that destroys it while another's last
-        collective is still in flight can abort in gloo's threads ("terminate called
-        without an active exception")."""
+        """Leave the process group together (no rank destroys it while another's last
+        collective is in flight). The process should then end without the interpreter's
+        teardown: see ``streamrec.app.train_cli.leave_rank``."""
         if self.distributed and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()

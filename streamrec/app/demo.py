@@ -97,8 +97,10 @@ def find_data(offline: bool = False) -> DemoData:
 STOP_WAIT_S = 5.0  # the longest a client may take to stop when the demo ends
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def _as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM stops the demo the way Ctrl-C does (inside the event loop: asyncio cancels
+    the replay, so its clients close cleanly)."""
+    signal.raise_signal(signal.SIGINT)
 
 
 async def _show(settings: Settings, data: DemoData, users: int, timeout_s: float,
@@ -135,10 +137,10 @@ async def _show(settings: Settings, data: DemoData, users: int, timeout_s: float
 
 def run_demo(users: int = 100, timeout_s: float = 300.0, rate: float = 500.0,
              max_items: int = 5, offline: bool = False) -> int:
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     # Ctrl-C stops the demo even when it was started with SIGINT ignored (a background
     # job of a non-interactive shell), where Python installs no handler of its own
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _as_ctrl_c)
     data = find_data(offline=offline)
     print(f"demo: data is {data.origin} ({len(data.events)} events)")
     run_dir = Path(tempfile.mkdtemp(prefix="streamrec-demo-"))

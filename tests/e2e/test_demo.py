@@ -62,7 +62,8 @@ def test_demo_prints_titled_lists_for_many_users_and_stops_everything() -> None:
     assert not Path(run_dir).exists()
 
 
-def test_ctrl_c_stops_everything_it_started() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_everything_it_started(signum: int) -> None:
     demo = subprocess.Popen([sys.executable, "-m", "streamrec.app.cli", "demo", "--users", "100000",
                              "--timeout", "200", "--offline"], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -75,7 +76,7 @@ def test_ctrl_c_stops_everything_it_started() -> None:
         if line.startswith("user "):  # recommendations are flowing
             break
     run_dir = _run_dir("".join(lines))
-    demo.send_signal(signal.SIGINT)
+    demo.send_signal(signum)
     rest, _ = demo.communicate(timeout=60)
     assert demo.returncode == 130, rest[-2000:]
     assert "stopped the worker, the broker and Redis" in rest
