@@ -42,7 +42,7 @@ from recmodels.scoring.ranking import (
     SequenceCandidates,
     UserState,
     exclusions,
-    loglinear_terms,
+    log_probability,
     markov_counts,
     markov_scores,
     normalise_sources,
@@ -173,7 +173,7 @@ def candidate_row(markov: dict[int, Scored], sequence: SequenceCandidates,
                              for src in (norm.markov, norm.sequence, norm.trending)],
                             dtype=np.float64).reshape(3, len(items))
               for how, norm in normalised.items()}
-    log_p = [loglinear_terms(i, counts, sequence, n_items, 1.0)[0] for i in items]
+    log_p = [log_probability(i, sequence, n_items) for i in items]
     return CandidateRow(items, proposed.reshape(3, len(items)), scores,
                         [fills.get(i, -1) for i in items], np.array(log_p, dtype=np.float64),
                         np.array([counts.counts.get(i, 0.0) for i in items], dtype=np.float64),

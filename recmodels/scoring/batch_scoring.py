@@ -22,6 +22,7 @@ from recmodels.scoring.ranking import (
     Reason,
     Scored,
     fill_popular,
+    loglinear_published,
     smoothed_log_counts,
 )
 
@@ -343,10 +344,8 @@ def _loglinear(inp: BatchInputs, weights: BlendWeights, decay: float, span: int,
         score = score + weights.sequence * log_p
     if weights.markov > 0:
         score = score + weights.markov * smoothed
-    finite = np.isfinite(score)
-    best = _segment_max(np.where(finite, score, -np.inf), users, inp.n_users)
-    with np.errstate(invalid="ignore"):
-        published: np.ndarray = np.where(finite, 1.0 / (1.0 + (best[users] - score)), 0.0)
+    best = _segment_max(np.where(np.isfinite(score), score, -np.inf), users, inp.n_users)
+    published: np.ndarray = loglinear_published(score, best[users])
     return published
 
 

@@ -222,18 +222,22 @@ def markov_counts(rows: Sequence[MarkovRow], decay: float) -> MarkovCounts:
     return MarkovCounts(counts, total)
 
 
-def loglinear_terms(item: int, counts: MarkovCounts, sequence: SequenceCandidates,
-                    n_items: int, strength: float) -> tuple[float, float]:
-    """``(log p(item), log((c + strength * p) / (n + strength)))``: the model's softmax
-    log-probability (``-log n_items``, uniform, for a user without a vector or an item the
-    model does not know yet) and the Markov counts smoothed towards it."""
+def log_probability(item: int, sequence: SequenceCandidates, n_items: int) -> float:
+    """The model's softmax log-probability of ``item``: ``-log n_items`` (uniform) for a
+    user without a vector or an item the model does not know yet."""
     dot = sequence.scores.get(item)
     if dot is None:
         dot = sequence.dots.get(item)
     if not sequence.has_vector or dot is None:
-        log_p = -math.log(max(n_items, 1))
-    else:
-        log_p = dot - sequence.log_z
+        return -math.log(max(n_items, 1))
+    return dot - sequence.log_z
+
+
+def loglinear_terms(item: int, counts: MarkovCounts, sequence: SequenceCandidates,
+                    n_items: int, strength: float) -> tuple[float, float]:
+    """``(log p(item), log((c + strength * p) / (n + strength)))``: the model's
+    log-probability (:func:`log_probability`) and the Markov counts smoothed towards it."""
+    log_p = log_probability(item, sequence, n_items)
     return log_p, float(smoothed_log_counts(counts.counts.get(item, 0.0), log_p, counts.total,
                                             strength))
 
@@ -347,16 +351,20 @@ def _blend_loglinear(out: dict[int, Scored], markov: dict[int, Scored],
         if weights.markov > 0:
             cand.score += weights.markov * counted
         cand.reasons.sort(key=lambda r: REASON_ORDER[r.kind])
-    best = max((cand.score for cand in out.values()), default=0.0)
+    best = max((cand.score for cand in out.values() if math.isfinite(cand.score)),
+               default=0.0)
     for cand in out.values():
-        cand.score = loglinear_published(cand.score, best)
+        cand.score = float(loglinear_published(cand.score, best))
 
 
-def loglinear_published(score: float, best: float) -> float:
-    """The published score of a log-linear candidate: ``1 / (1 + best - score)``, in
-    (0, 1] and in the same order as the log scores (1: the user's best candidate), so that
-    the popular fill and diversification, which expect positive scores, work unchanged."""
-    return 1.0 / (1.0 + (best - score)) if math.isfinite(score) else 0.0
+def loglinear_published(score: Any, best: Any) -> Any:
+    """The published score of a log-linear candidate: ``1 / (1 + best - score)`` (``best``:
+    the user's best finite score), in (0, 1] and in the same order as the log scores, so
+    that the popular fill and diversification, which expect positive scores, work
+    unchanged; 0 for -inf. Elementwise over numbers or arrays."""
+    finite = np.isfinite(score)
+    with np.errstate(invalid="ignore"):
+        return np.where(finite, 1.0 / (1.0 + (best - np.where(finite, score, best))), 0.0)
 
 
 REASON_ORDER = {"markov": 0, "sequence": 1, "trending": 2, "popular": 3}
