@@ -21,15 +21,20 @@ async def user_ids(redis: Redis, keys: Keys) -> list[str]:
     return sorted(user for user in found if user is not None)
 
 
-async def bought_items(redis: Redis, keys: Keys, user_id: str) -> list[bytes]:
+async def bought_items(redis: Redis, keys: Keys, user_id: str,
+                       reply: Any = None) -> list[bytes]:
     """The item indexes of a user's bought set, latest purchase last (a plain set written
-    before the sets were bounded: its items, unordered; until its next purchase)."""
+    before the sets were bounded: its items, unordered; until its next purchase).
+    ``reply``: the ZRANGE of the set already read (in a pipeline), or None to read it."""
     r: Any = redis
-    try:
-        items: list[bytes] = await r.zrange(keys.bought(user_id), 0, -1)
-    except ResponseError:  # WRONGTYPE: the plain set of an older version
-        items = list(await r.smembers(keys.bought(user_id)))
-    return items
+    if reply is None:
+        try:
+            reply = await r.zrange(keys.bought(user_id), 0, -1)
+        except ResponseError as exc:
+            reply = exc
+    if isinstance(reply, ResponseError):  # WRONGTYPE: the plain set of an older version
+        return list(await r.smembers(keys.bought(user_id)))
+    return list(reply)
 
 
 async def read_sequences(redis: Redis, keys: Keys) -> tuple[list[str], dict[str, list[str]]]:
@@ -54,10 +59,16 @@ async def user_profile(redis: Redis, keys: Keys, user_id: str) -> dict[str, Any]
     """One user's state for people to read: recent items (oldest first), bought items,
     events applied and the newest event time; None when the user has no state."""
     r: Any = redis
-    packed, n, ts = await r.hmget(keys.user(user_id), "seq", "n", "ts")
+    pipe = r.pipeline(transaction=False)
+    pipe.hmget(keys.user(user_id), "seq", "n", "ts")
+    pipe.zrange(keys.bought(user_id), 0, -1)
+    fields, reply = await pipe.execute(raise_on_error=False)
+    if isinstance(fields, Exception):
+        raise fields
+    packed, n, ts = fields
     if n is None:
         return None
-    bought = await bought_items(redis, keys, user_id)
+    bought = await bought_items(redis, keys, user_id, reply)
     indexes = decode_sequence(packed or b"")
     wanted = [*indexes, *(int(b) for b in bought)]
     pipe = r.pipeline(transaction=False)
